@@ -1,0 +1,2 @@
+"""pixgen: deep generative image models."""
+__version__ = "0.1.0"

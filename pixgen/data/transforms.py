@@ -1,0 +1,63 @@
+"""Image transforms on tensors (no torchvision): resize, crop, channels, flips, scaling."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# ITU-R 601-2 luma, the weights PIL's convert("L") uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> float32 in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
+    return images.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize(images: torch.Tensor, size: int, *, chunk: int = 4096) -> torch.Tensor:
+    """Resize a uint8 NCHW batch to ``size`` x ``size`` (antialiased bilinear, bicubic upward).
+
+    Non-square images should be centre-cropped first (:func:`center_crop`).
+    """
+    if images.shape[-2:] == (size, size):
+        return images
+    upsample = size > images.shape[-1]
+    out = []
+    for part in images.split(chunk):
+        x = part.float()
+        x = F.interpolate(x, size=(size, size), mode="bicubic" if upsample else "bilinear",
+                          antialias=not upsample, align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def center_crop(images: torch.Tensor) -> torch.Tensor:
+    """Crop the central square of an NCHW (or CHW) tensor."""
+    h, w = images.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return images[..., top : top + s, left : left + s]
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert a uint8 NCHW batch between grayscale (1) and RGB (3)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 3 and channels == 1:
+        w = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
+        return (images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+def random_hflip(images: torch.Tensor, *, p: float = 0.5) -> torch.Tensor:
+    """Flip each image of a batch left-right with probability ``p``, batched on its device."""
+    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < p
+    return torch.where(flip, images.flip(-1), images)

@@ -1,0 +1,37 @@
+"""The one exception type users see.
+
+Every refusal pixgen makes on bad input (a wrong flag, a missing file, a corrupt image, a
+checkpoint of another model) is a :class:`PixgenError` with a one-line message naming the
+culprit and the fix. The CLI prints it without a traceback and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PixgenError(Exception):
+    """A user-facing error: short, names what is at fault and what to do."""
+
+
+class DataError(PixgenError):
+    """A dataset cannot be found, read or decoded."""
+
+
+class ConfigError(PixgenError):
+    """A flag, config key or value is invalid."""
+
+
+class CheckpointError(PixgenError):
+    """A run directory or checkpoint cannot be loaded."""
+
+
+class TrainingDiverged(PixgenError):
+    """Training produced non-finite losses too many steps in a row."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """Return ' (did you mean X?)' for the closest valid name, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
