@@ -1,2 +1,23 @@
-"""pixgen: deep generative image models."""
+"""pixgen: deep generative image models: train, sample, evaluate and apply them.
+
+The public API::
+
+    import pixgen
+    model = pixgen.train("dcgan", data="digits", steps=3000)
+    model = pixgen.load("runs/dcgan-digits")
+    images = model.sample(16)            # (16, C, H, W) in [-1, 1]
+    pixgen.save_grid(images, "grid.png")
+"""
+
 __version__ = "0.1.0"
+
+from pixgen.api import generate, list_datasets, list_models, load, train  # noqa: E402
+from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from pixgen.data import load_dataset  # noqa: E402
+from pixgen.errors import PixgenError  # noqa: E402
+from pixgen.models.base import GenerativeModel  # noqa: E402
+from pixgen.utils.images import save_grid, save_images  # noqa: E402
+
+__all__ = ["DataConfig", "GenerativeModel", "PixgenError", "RunConfig", "TrainConfig",
+           "generate", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
+           "save_images", "train", "__version__"]

@@ -1,0 +1,177 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixgen.config import RunConfig, set_key
+from pixgen.errors import ConfigError
+from pixgen.models.base import GenerativeModel
+from pixgen.registry import DATASETS, MODELS
+from pixgen.train import checkpoint as ckpt
+
+# Keys that may change when a run is resumed; everything else must match the saved run.
+RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
+                  "train.num_samples", "train.tensorboard", "train.max_nonfinite", "device",
+                  "out"}
+
+
+def build_config(settings: dict[str, Any], *, base: RunConfig | None = None,
+                 resume: bool = False) -> RunConfig:
+    """Apply dotted-key ``settings`` ({"train.lr": 1e-4, "model.beta": 4}) to a config.
+
+    Args:
+        settings: values given explicitly by the user (None values are ignored).
+        base: the starting config (a saved run's config when resuming); default RunConfig().
+        resume: only :data:`RESUMABLE_KEYS` may change value.
+    """
+    cfg = base if base is not None else RunConfig()
+    before = cfg.to_dict()
+    for key, value in settings.items():
+        if value is None:
+            continue
+        set_key(cfg, key, value, source="--set" if "." in key else "option")
+    if resume:
+        after = cfg.to_dict()
+        changed = [k for k in _flat_diff(before, after) if k not in RESUMABLE_KEYS]
+        if changed:
+            k = changed[0]
+            raise ConfigError(f"cannot change {k} when resuming (saved run has "
+                              f"{_get(before, k)!r}, got {_get(after, k)!r}); only "
+                              f"{', '.join(sorted(RESUMABLE_KEYS))} may change")
+    return cfg
+
+
+def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "model_args":
+            keys += _flat_diff(va, vb, f"{prefix}{k}.")
+        elif k == "model_args" and va != vb:
+            keys += [f"model.{m}" for m in sorted(set(va) | set(vb)) if va.get(m) != vb.get(m)]
+        elif va != vb:
+            keys.append(prefix + k)
+    return keys
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    if dotted.startswith("model."):
+        return d["model_args"].get(dotted[6:])
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d
+
+
+def train(model: str | None = None, *, data: str | None = None, steps: int | None = None,
+          batch_size: int | None = None, out: str | Path | None = None, resume: bool = False,
+          seed: int | None = None, device: str | None = None, image_size: int | None = None,
+          config: RunConfig | str | Path | None = None, overrides: dict[str, Any] | None = None,
+          progress: bool = True, **model_args: Any) -> GenerativeModel:
+    """Train a model and return it (EMA weights when EMA is on), in eval mode.
+
+    Example::
+
+        model = pixgen.train("vae", data="digits", steps=2000, beta=2.0)
+        images = model.sample(16)
+
+    Args:
+        model: registered model name (see :func:`list_models`); with ``resume`` it may be
+            omitted.
+        data: dataset spec (see :func:`list_datasets`), e.g. "digits" or "folder:~/pics".
+        steps: optimisation steps.
+        batch_size: images per step.
+        out: run directory; default runs/<model>-<dataset>[-N]. Required with ``resume``.
+        resume: continue the run in ``out`` from its last checkpoint.
+        seed: random seed.
+        device: "auto", "cpu", "cuda", "cuda:1", "mps".
+        image_size: image side length; default the dataset's.
+        config: a RunConfig or the path of a config.yaml to start from.
+        overrides: dotted keys, as `--set` takes them: {"train.lr": 1e-4, "data.hflip": True}.
+        progress: show a progress bar.
+        **model_args: the model's constructor arguments, e.g. ``beta=4.0`` for "vae".
+    """
+    from pixgen.train.trainer import Trainer, check_run_dir, default_run_dir
+
+    settings: dict[str, Any] = {"model": model, "data.spec": data, "train.steps": steps,
+                                "train.batch_size": batch_size, "seed": seed, "device": device,
+                                "data.image_size": image_size,
+                                "out": str(out) if out is not None else None}
+    settings.update({f"model.{k}": v for k, v in model_args.items()})
+    settings.update(overrides or {})
+    if resume:
+        if out is None:
+            raise ConfigError("resuming needs the run directory: pass --out RUN_DIR")
+        run_dir = Path(out).expanduser()
+        check_run_dir(run_dir, resume=True)
+        saved = RunConfig.from_yaml(run_dir / "config.yaml")
+        cfg = build_config(settings, base=saved, resume=True)
+    else:
+        if isinstance(config, (str, Path)):
+            config = RunConfig.from_yaml(config)
+        cfg = build_config(settings, base=config)
+        MODELS.get(cfg.model)  # fail early on a bad name, before any directory is made
+        dataset = cfg.data.spec.partition(":")[0]
+        run_dir = Path(cfg.out).expanduser() if cfg.out else default_run_dir(
+            f"{cfg.model}-{dataset}")
+        check_run_dir(run_dir, resume=False)
+    cfg.out = str(run_dir)
+    return Trainer(cfg, resume=resume, progress=progress).run()
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> GenerativeModel:
+    """Load a trained model from its run directory (or its model.safetensors).
+
+    Args:
+        path: e.g. "runs/dcgan-digits".
+        device: where to put the model ("cpu", "cuda", ...).
+    """
+    from pixgen.train.trainer import resolve_device
+
+    if isinstance(device, str):
+        device = resolve_device(device)
+    return ckpt.load_model(path, device=device)
+
+
+@torch.no_grad()
+def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
+             labels: torch.Tensor | list[int] | None = None, batch_size: int = 256,
+             **kwargs: Any) -> torch.Tensor:
+    """Draw ``n`` samples in batches, reproducibly for a given seed; returns a CPU tensor
+    in [-1, 1].
+
+    Args:
+        model: a loaded model.
+        n: number of images.
+        seed: seed of the sampling noise (None: nondeterministic).
+        labels: class labels, one per image, for class-conditional models.
+        batch_size: images per forward pass.
+        **kwargs: passed to ``model.sample`` (e.g. ``temperature``).
+    """
+    if n < 1:
+        raise ConfigError(f"the number of samples must be at least 1, not {n}")
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if len(labels) != n:
+            raise ConfigError(f"got {len(labels)} labels for {n} samples")
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    model.eval()
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        lab = labels[start : start + m].to(model.device) if labels is not None else None
+        out.append(model.sample(m, labels=lab, generator=gen, **kwargs).cpu())
+    return torch.cat(out)
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names with a one-line description each."""
+    return {e.name: e.help for e in MODELS.entries()}
+
+
+def list_datasets() -> dict[str, str]:
+    """Registered dataset names with a one-line description each."""
+    return {e.name: e.help for e in DATASETS.entries()}

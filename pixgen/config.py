@@ -1,0 +1,312 @@
+"""Typed run configuration: dataclasses, YAML round trip and `--set a.b=value` overrides.
+
+A run is fully described by one :class:`RunConfig`; it is written to ``config.yaml`` in the
+run directory so the run can be repeated or resumed. Model hyper-parameters live in
+``model_args`` and are the model's constructor keyword arguments (DESIGN.md: the constructor
+is the config), validated against its signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixgen.errors import ConfigError, did_you_mean
+
+
+@dataclass
+class DataConfig:
+    """Which images to train on.
+
+    Attributes:
+        spec: dataset spec string ("shapes", "digits", "mnist", "folder:PATH"; `pixgen datasets`).
+        image_size: side length in pixels; None uses the dataset's default.
+        channels: 1 (grayscale) or 3 (RGB); None keeps the dataset's own.
+        data_dir: folder for downloadable datasets; None uses $PIXGEN_DATA_DIR or ~/.cache/pixgen/data.
+        download: allow downloading missing dataset files.
+        num_images: use only the first N training images (procedural sets generate N).
+        hflip: random horizontal flips, batched on the training device.
+    """
+
+    spec: str = "shapes"
+    image_size: int | None = None
+    channels: int | None = None
+    data_dir: str | None = None
+    download: bool = True
+    num_images: int | None = None
+    hflip: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        steps: optimisation steps (each step updates every parameter group once).
+        batch_size: images per step (before gradient accumulation splits it).
+        lr: learning rate for every parameter group; None uses the model's defaults.
+        group_lr: per-group learning rates, e.g. {"disc": 4e-4} (overrides lr).
+        betas: Adam betas for every group; None uses the model's defaults.
+        weight_decay: AdamW weight decay.
+        grad_clip: clip each group's gradient norm to this value; None disables clipping.
+        grad_accum: split each batch into this many micro-batches (same result, less memory).
+        ema_halflife_kimg: half-life of the weights' exponential moving average in thousands
+            of images; 0 disables EMA; None uses the model's default.
+        ema_rampup: during early training the half-life is at most this fraction of the images
+            seen so far (EDM, Karras et al. 2022); 0 disables the ramp-up.
+        precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
+        compile: wrap the model's networks with torch.compile.
+        log_every: steps between logged metrics (metrics.jsonl, TensorBoard, progress bar).
+        sample_every: steps between sample grids in samples/; 0 disables.
+        ckpt_every: steps between checkpoints; 0 saves only at the end.
+        num_samples: images in each sample grid.
+        max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient.
+        tensorboard: write TensorBoard event files.
+    """
+
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float | None = None
+    group_lr: dict[str, float] = field(default_factory=dict)
+    betas: list[float] | None = None
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    grad_accum: int = 1
+    ema_halflife_kimg: float | None = None
+    ema_rampup: float = 0.05
+    precision: str = "auto"
+    compile: bool = False
+    log_every: int = 50
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    num_samples: int = 64
+    max_nonfinite: int = 20
+    tensorboard: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to repeat a run.
+
+    Attributes:
+        model: registered model name (`pixgen models`).
+        model_args: the model's constructor keyword arguments that differ from its defaults.
+        data: the training data.
+        train: the optimisation settings.
+        seed: seeds weights, noise, batch order and augmentation.
+        device: "auto" (cuda, then mps, then cpu) or a torch device string.
+        out: the run directory; None picks runs/<model>-<dataset>[-N].
+    """
+
+    model: str = "dcgan"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Build a config from a (possibly partial) nested dict, rejecting unknown keys."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        cfg = cls()
+        for key, value in d.items():
+            if key in ("data", "train") and isinstance(value, dict):
+                for sub, v in value.items():
+                    set_key(cfg, f"{key}.{sub}", v, source=source)
+            elif key == "model_args":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: model_args must be a mapping")
+                cfg.model_args = dict(value)
+            else:
+                set_key(cfg, key, value, source=source)
+        return cfg
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        return cls.from_dict(data or {}, source=str(path))
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def coerce(value: Any, tp: Any, *, what: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, what=what)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{what}: invalid value {value!r}")
+    if isinstance(value, str) and tp is not str:
+        value = parse_value(value)
+    if tp is Any or tp is inspect.Parameter.empty:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{what} must be true or false, not {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{what} must be a whole number, not {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{what} must be a number, not {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{what} must be a string, not {value!r}")
+        return str(value)
+    if origin in (list, tuple):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{what} must be a list like [1, 2], not {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        items = [coerce(v, inner, what=what) for v in value]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{what} must be a mapping like {{a: 1}}, not {value!r}")
+        _, vt = typing.get_args(tp) or (Any, Any)
+        return {str(k): coerce(v, vt, what=f"{what}.{k}") for k, v in value.items()}
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line value: YAML scalars and lists, plus 1e-4 style floats."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_key(cfg: RunConfig, key: str, value: Any, *, source: str = "--set") -> None:
+    """Set a dotted key ("train.lr", "data.image_size", "seed") on ``cfg`` with type checking.
+
+    ``model.<name>`` keys go to ``model_args`` unchecked here: the model's signature is
+    known only once the model is chosen (see :func:`validate_model_args`).
+    """
+    if key.startswith("model.") or key.startswith("model_args."):
+        cfg.model_args[key.split(".", 1)[1]] = parse_value(value) if isinstance(value, str) \
+            else value
+        return
+    parts = key.split(".")
+    target: Any = cfg
+    for i, part in enumerate(parts):
+        types_ = _field_types(target)
+        if part not in types_:
+            prefix = ".".join(parts[:i])
+            valid = [f"{prefix}.{k}" if prefix else k for k in types_]
+            if not prefix:
+                valid += ["model.<arg>"]
+            raise ConfigError(f"{source}: unknown key {key!r}"
+                              f"{did_you_mean('.'.join(parts[: i + 1]), valid)}; "
+                              f"valid keys here: {', '.join(valid)}")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(types_[part]):
+                raise ConfigError(f"{source}: {key!r} is a section; set one of its keys, "
+                                  f"e.g. {key}.{dataclasses.fields(types_[part])[0].name}=...")
+            setattr(target, part, coerce(value, types_[part], what=f"{source} {key}"))
+        else:
+            target = getattr(target, part)
+            if not dataclasses.is_dataclass(target):
+                raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])!r} has no sub-keys")
+
+
+def apply_overrides(cfg: RunConfig, pairs: list[str]) -> RunConfig:
+    """Apply ``--set key=value`` strings in order."""
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (e.g. train.lr=1e-4), got {pair!r}")
+        set_key(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def validate_model_args(model_cls: type, args: dict[str, Any]) -> dict[str, Any]:
+    """Check ``args`` against the model constructor and coerce them to its annotations."""
+    sig = inspect.signature(model_cls.__init__)
+    hints = typing.get_type_hints(model_cls.__init__)
+    params = {k: p for k, p in sig.parameters.items() if k != "self"}
+    out = {}
+    for key, value in args.items():
+        if key not in params:
+            raise ConfigError(f"model {model_cls.registered_name!r} has no argument {key!r}"
+                              f"{did_you_mean(key, params)}; its arguments: "
+                              f"{', '.join(params)}")
+        out[key] = coerce(value, hints.get(key, Any), what=f"model.{key}")
+    return out
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Reject impossible values before anything is loaded or trained."""
+    t = cfg.train
+    checks = [
+        (t.steps >= 1, f"train.steps must be at least 1, not {t.steps}"),
+        (t.batch_size >= 1, f"train.batch_size must be at least 1, not {t.batch_size}"),
+        (t.lr is None or t.lr > 0, f"train.lr must be positive, not {t.lr}"),
+        (all(v > 0 for v in t.group_lr.values()), f"train.group_lr values must be positive: "
+                                                   f"{t.group_lr}"),
+        (t.betas is None or (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas)),
+         f"train.betas must be two numbers in [0, 1), not {t.betas}"),
+        (t.weight_decay >= 0, f"train.weight_decay must be >= 0, not {t.weight_decay}"),
+        (t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be positive or none, "
+                                                 f"not {t.grad_clip}"),
+        (t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
+         f"train.grad_accum ({t.grad_accum}) must be >= 1 and divide the batch size "
+         f"({t.batch_size})"),
+        (t.ema_halflife_kimg is None or t.ema_halflife_kimg >= 0,
+         f"train.ema_halflife_kimg must be >= 0, not {t.ema_halflife_kimg}"),
+        (t.ema_rampup >= 0, f"train.ema_rampup must be >= 0, not {t.ema_rampup}"),
+        (t.precision in ("auto", "fp32", "bf16"),
+         f"train.precision must be auto, fp32 or bf16, not {t.precision!r}"),
+        (t.log_every >= 1, f"train.log_every must be at least 1, not {t.log_every}"),
+        (t.sample_every >= 0, f"train.sample_every must be >= 0, not {t.sample_every}"),
+        (t.ckpt_every >= 0, f"train.ckpt_every must be >= 0, not {t.ckpt_every}"),
+        (t.num_samples >= 1, f"train.num_samples must be at least 1, not {t.num_samples}"),
+        (t.max_nonfinite >= 1, f"train.max_nonfinite must be at least 1, not {t.max_nonfinite}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,197 @@
+"""The model contract every family implements (DESIGN.md, "The model contract")."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from pixgen.errors import PixgenError
+
+#: Optional capabilities a model may declare; apps ask with ``model.can(...)``.
+CAPABILITIES = ("encode", "decode", "log_prob", "nll_bits_per_dim", "inpaint", "translate",
+                "class_conditional")
+
+
+@dataclass
+class Batch:
+    """One training batch on the training device.
+
+    Attributes:
+        images: float (N, C, H, W) in [-1, 1].
+        labels: int64 (N,), or None for unlabelled data.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def split(self, parts: int) -> list[Batch]:
+        """Split into ``parts`` equal micro-batches (gradient accumulation)."""
+        imgs = self.images.chunk(parts)
+        labels = self.labels.chunk(parts) if self.labels is not None else [None] * parts
+        return [Batch(i, lab) for i, lab in zip(imgs, labels)]
+
+
+def randn(*shape: int, generator: torch.Generator | None = None,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """Standard normal noise; drawn on the generator's device and moved, so a seeded CPU
+    generator gives the same samples on every device."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def randint(high: int, n: int, *, generator: torch.Generator | None = None,
+            device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform integers in [0, high), with the same device rules as :func:`randn`."""
+    if generator is None:
+        return torch.randint(high, (n,), device=device)
+    return torch.randint(high, (n,), generator=generator, device=generator.device).to(device)
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every pixgen model.
+
+    A subclass implements:
+
+    - ``param_groups()``: named parameter groups; the trainer makes one optimiser per group.
+    - ``training_losses(batch, step)``: yields ``(group, loss, logs)``; the trainer runs the
+      backward pass and the optimiser step of each group as it is yielded, in order.
+    - ``sample(n, labels=None, generator=None)``: images in [-1, 1], NCHW.
+
+    The constructor's keyword arguments are the model's config: they are recorded in
+    ``self.config`` automatically and saved beside the weights, so ``pixgen.load`` rebuilds
+    the model with no user code. Arguments named ``image_size``, ``channels`` and
+    ``num_classes`` are filled from the training data unless given.
+
+    Class attributes:
+        default_optim: Adam settings per parameter group, e.g. {"gen": {"lr": 2e-4, ...}}.
+        default_ema_halflife_kimg: EMA half-life used when the run config does not set one.
+        capabilities: optional capabilities (see CAPABILITIES) the family provides.
+    """
+
+    registered_name: ClassVar[str] = ""
+    default_optim: ClassVar[dict[str, dict[str, Any]]] = {}
+    default_ema_halflife_kimg: ClassVar[float] = 0.0
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        for name, p in sig.parameters.items():
+            if name != "self" and p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise TypeError(f"{cls.__name__}.__init__ must take keyword-only arguments "
+                                f"(put * before {name!r})")
+
+        @functools.wraps(init)
+        def __init__(self: GenerativeModel, **kw: Any) -> None:
+            bound = sig.bind(self, **kw)
+            bound.apply_defaults()
+            init(self, **kw)
+            # The outermost (most derived) constructor runs last and wins.
+            self.config = {k: _jsonable(v) for k, v in bound.arguments.items() if k != "self"}
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    # -- contract -----------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by optimiser group; default: one group "model" with everything."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    def training_losses(self, batch: Batch, step: int
+                        ) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
+        raise NotImplementedError
+
+    def sample(self, n: int, *, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------
+    @classmethod
+    def config_from_data(cls, info: Any) -> dict[str, Any]:
+        """Constructor arguments implied by the training data (size, channels, classes)."""
+        params = inspect.signature(cls.__init__).parameters
+        known = {"image_size": info.image_size, "channels": info.channels,
+                 "num_classes": info.num_classes}
+        return {k: v for k, v in known.items() if k in params}
+
+    @property
+    def name(self) -> str:
+        return self.registered_name
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def can(self, capability: str) -> bool:
+        """Whether this model offers an optional capability (see CAPABILITIES)."""
+        if capability == "class_conditional":
+            return bool(self.config.get("num_classes"))
+        return capability in self.capabilities
+
+    def require(self, capability: str, action: str) -> None:
+        """Raise a clear error when ``action`` needs a capability this model lacks."""
+        if not self.can(capability):
+            from pixgen.registry import MODELS
+
+            able = [n for n in MODELS.names() if capability in MODELS.get(n).capabilities]
+            raise PixgenError(f"{action} needs a model with {capability!r}; "
+                              f"{self.name!r} does not have it"
+                              + (f" (models that do: {', '.join(able)})" if able else ""))
+
+    def check_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Validate requested class labels for conditional sampling."""
+        num_classes = self.config.get("num_classes") or 0
+        if labels is None:
+            return None
+        if not num_classes:
+            raise PixgenError(f"{self.name!r} is not class-conditional; sample without labels")
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device).flatten()
+        if len(labels) != n:
+            raise PixgenError(f"got {len(labels)} labels for {n} samples")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise PixgenError(f"labels must be in 0..{num_classes - 1}")
+        return labels
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return v
+
+
+class frozen:  # noqa: N801 - used as a context manager
+    """Turn off ``requires_grad`` of a module's parameters inside a ``with`` block.
+
+    Used around the generator's loss in a GAN: the discriminator's weight gradients are not
+    needed there, only the gradients flowing through it into the generator.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.params = [p for p in module.parameters() if p.requires_grad]
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        for p in self.params:
+            p.requires_grad_(True)

@@ -1,0 +1,76 @@
+"""Metrics: running means on the device, metrics.jsonl, TensorBoard and the progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METRICS = "metrics.jsonl"
+
+
+class MetricTracker:
+    """Accumulates logged tensors between log steps without reading them back to the host."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, logs: dict[str, torch.Tensor]) -> None:
+        for k, v in logs.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        """Means since the last pop, read back to the host (one synchronisation)."""
+        if not self.sums:
+            return {}
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist()
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, values))
+
+
+class RunLogger:
+    """Writes metrics.jsonl (one JSON object per logged step) and TensorBoard events.
+
+    On resume, lines past the resumed step are dropped so the files match an uninterrupted
+    run.
+    """
+
+    def __init__(self, run_dir: Path, *, start_step: int, tensorboard: bool) -> None:
+        self.path = run_dir / METRICS
+        if start_step and self.path.exists():
+            keep = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in keep))
+        elif not start_step:
+            self.path.write_text("")
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(run_dir), purge_step=start_step or None)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
+                 for k, v in values.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def image(self, tag: str, grid_hwc: Any, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_image(tag, grid_hwc, step, dataformats="HWC" if grid_hwc.ndim == 3
+                              else "HW")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

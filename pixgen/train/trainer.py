@@ -1,0 +1,422 @@
+"""THE training loop, one for every family (DESIGN.md, house style 3).
+
+It reads top to bottom: batch -> for each parameter group the model yields: autocast,
+backward (with accumulation), gradient clipping, the non-finite guard, the optimiser step
+-> EMA -> logging -> sample grid -> checkpoint. Models never see any of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pixgen.config import RunConfig, check_config, validate_model_args
+from pixgen.data import load_dataset
+from pixgen.data.batcher import DeviceBatcher
+from pixgen.errors import CheckpointError, ConfigError, PixgenError, TrainingDiverged
+from pixgen.models.base import Batch, GenerativeModel
+from pixgen.registry import MODELS
+from pixgen.train import checkpoint as ckpt
+from pixgen.train.logger import MetricTracker, RunLogger
+from pixgen.utils.images import make_grid, save_image
+
+CONFIG_YAML = "config.yaml"
+
+
+def resolve_device(spec: str) -> torch.device:
+    """"auto" -> cuda, then mps, then cpu; anything else is checked and returned."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") \
+            from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} asked for but CUDA is not available; use "
+                          f"--device cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {spec!r} asked for but MPS is not available; use "
+                          f"--device cpu")
+    return device
+
+
+class EMA:
+    """Exponential moving average of a model's weights, kept as a frozen copy of the model.
+
+    Buffers (e.g. batch-norm statistics) are copied from the live model, not averaged.
+    """
+
+    def __init__(self, model: GenerativeModel) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._live = [p for p in model.parameters()]
+        self._ema = [p for p in self.model.parameters()]
+        self._live_buffers = [b for b in model.buffers()]
+        self._ema_buffers = [b for b in self.model.buffers()]
+
+    @staticmethod
+    def beta(*, halflife_kimg: float, rampup: float, batch_size: int, images_seen: int) -> float:
+        """Decay per step for a half-life in images, ramped up early on (EDM, Karras 2022)."""
+        halflife = halflife_kimg * 1000
+        if rampup > 0:
+            halflife = min(halflife, images_seen * rampup)
+        return 0.5 ** (batch_size / max(halflife, 1e-8))
+
+    @torch.no_grad()
+    def update(self, beta: float) -> None:
+        torch._foreach_lerp_(self._ema, self._live, 1.0 - beta)
+        for e, b in zip(self._ema_buffers, self._live_buffers):
+            e.copy_(b)
+
+
+class NonFiniteGuard:
+    """Skips an optimiser step whose loss or gradient norm is not finite; stops training
+    after ``max_in_a_row`` consecutive steps with a skip."""
+
+    def __init__(self, max_in_a_row: int) -> None:
+        self.max_in_a_row = max_in_a_row
+        self.in_a_row = 0
+        self.skipped = 0
+        self._step_had_skip = False
+
+    def check(self, step: int, group: str, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+            return True
+        if not self._step_had_skip and self.in_a_row == 0:
+            tqdm.write(f"pixgen: warning: step {step}: non-finite loss or gradient in group "
+                       f"{group!r}; skipping the update")
+        self._step_had_skip = True
+        return False
+
+    def end_step(self, step: int) -> None:
+        if self._step_had_skip:
+            self.in_a_row += 1
+            self.skipped += 1
+            self._step_had_skip = False
+            if self.in_a_row >= self.max_in_a_row:
+                raise TrainingDiverged(
+                    f"training diverged: non-finite losses or gradients for {self.in_a_row} "
+                    f"steps in a row (up to step {step}); lower the learning rate "
+                    f"(--set train.lr=...) or clip gradients (--set train.grad_clip=1.0). "
+                    f"The last checkpoint was not touched.")
+        else:
+            self.in_a_row = 0
+
+
+class GracefulStop:
+    """On SIGINT / SIGTERM, ask the loop to finish its step, save and return.
+
+    A second SIGINT interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write(f"pixgen: {signal.Signals(signum).name} received: finishing the current "
+                   f"step and saving a checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def build_optimizers(model: GenerativeModel, cfg: RunConfig, device: torch.device
+                     ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, list[torch.nn.Parameter]]]:
+    """One AdamW per parameter group, with the model's defaults and the config's overrides."""
+    groups = model.param_groups()
+    unknown = set(cfg.train.group_lr) - set(groups)
+    if unknown:
+        raise ConfigError(f"train.group_lr names unknown groups {sorted(unknown)}; "
+                          f"{model.name!r} has groups {sorted(groups)}")
+    optimizers = {}
+    for name, params in groups.items():
+        settings = dict(type(model).default_optim.get(name, {"lr": 1e-3, "betas": (0.9, 0.999)}))
+        if cfg.train.lr is not None:
+            settings["lr"] = cfg.train.lr
+        if name in cfg.train.group_lr:
+            settings["lr"] = cfg.train.group_lr[name]
+        if cfg.train.betas is not None:
+            settings["betas"] = tuple(cfg.train.betas)
+        optimizers[name] = torch.optim.AdamW(
+            params, lr=settings["lr"], betas=tuple(settings["betas"]),
+            weight_decay=cfg.train.weight_decay, fused=device.type == "cuda" or None)
+    return optimizers, groups
+
+
+def train_step(model: GenerativeModel, batch: Batch, step: int, *,
+               optimizers: dict[str, torch.optim.Optimizer],
+               groups: dict[str, list[torch.nn.Parameter]], accum: int,
+               autocast: contextlib.AbstractContextManager[Any], grad_clip: float | None,
+               guard: NonFiniteGuard) -> dict[str, torch.Tensor]:
+    """One optimisation step: every group the model yields, in order, with accumulation."""
+    streams = [model.training_losses(mb, step) for mb in batch.split(accum)]
+    logs: dict[str, torch.Tensor] = {}
+    while True:
+        total: torch.Tensor | None = None
+        group = ""
+        extras: dict[str, torch.Tensor] = {}
+        for i, stream in enumerate(streams):
+            with autocast:
+                item = next(stream, None)
+            if item is None:
+                if i == 0:
+                    guard.end_step(step)
+                    return logs
+                raise RuntimeError(f"{model.name}.training_losses yielded a different number "
+                                   f"of losses for different micro-batches")
+            name, loss, extra = item
+            if i == 0:
+                group = name
+                optimizers[group].zero_grad(set_to_none=True)
+            (loss / accum).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+            for k, v in extra.items():
+                extras[k] = v.detach() if k not in extras else extras[k] + v.detach()
+        assert total is not None
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in groups[group] if p.grad is not None],
+            grad_clip if grad_clip is not None else float("inf"))
+        if guard.check(step, group, total, grad_norm):
+            optimizers[group].step()
+        logs[f"{group}/loss"] = total / accum
+        logs[f"{group}/grad_norm"] = grad_norm
+        for k, v in extras.items():
+            logs[f"{group}/{k}"] = v / accum
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() \
+            and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
+               if t.is_floating_point())
+
+
+class Trainer:
+    """Trains one run described by a :class:`RunConfig`.
+
+    Args:
+        cfg: the complete run configuration (``cfg.out`` must be set).
+        resume: continue from ``cfg.out/state.pt``.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> None:
+        check_config(cfg)
+        if cfg.out is None:
+            raise ConfigError("the run directory (out) must be set")
+        self.cfg = cfg
+        self.resume = resume
+        self.progress = progress
+        self.run_dir = Path(cfg.out).expanduser()
+        self.device = resolve_device(cfg.device)
+        t = cfg.train
+
+        model_cls = MODELS.get(cfg.model)
+        model_args = validate_model_args(model_cls, cfg.model_args)
+        d = cfg.data
+        data = load_dataset(d.spec, split="train", image_size=d.image_size, channels=d.channels,
+                            data_dir=d.data_dir, download=d.download, num_images=d.num_images)
+        self.data_info = data.info
+        self.batcher = DeviceBatcher(data.to(self.device), t.batch_size, seed=cfg.seed,
+                                     hflip=d.hflip)
+        torch.manual_seed(cfg.seed)
+        self.model: GenerativeModel = model_cls(
+            **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizers, self.groups = build_optimizers(self.model, cfg, self.device)
+        halflife = t.ema_halflife_kimg
+        self.ema_halflife = model_cls.default_ema_halflife_kimg if halflife is None else halflife
+        self.ema = EMA(self.model) if self.ema_halflife > 0 else None
+        if t.compile:
+            for child in self.model.children():
+                child.compile()
+        use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        self.step = 0
+        self.elapsed = 0.0
+        if resume:
+            self._load_state()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(self.run_dir / CONFIG_YAML, cfg.to_yaml())
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _load_state(self) -> None:
+        state = ckpt.load_state(self.run_dir / ckpt.STATE)
+        try:
+            self.model.load_state_dict(state["model"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise KeyError("ema")
+                self.ema.model.load_state_dict(state["ema"])
+            self.step = int(state["step"])
+            self.elapsed = float(state.get("elapsed", 0.0))
+            _set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{self.run_dir / ckpt.STATE} does not match this run's "
+                                  f"model and settings ({type(e).__name__}: {e})") from None
+
+    def save(self) -> None:
+        """Write model.safetensors + config.json, then state.pt (each atomically)."""
+        live = self.model
+        for module, what in ((live, "model"), (self.ema.model if self.ema else None, "EMA")):
+            if module is not None and not _all_finite(module):
+                raise TrainingDiverged(f"the {what} weights are no longer finite at step "
+                                       f"{self.step}; not saving them. The last checkpoint in "
+                                       f"{self.run_dir} is intact.")
+        weights = (self.ema.model if self.ema else live).state_dict()
+        ckpt.save_weights(
+            self.run_dir, model_name=live.name, model_config=live.config, state_dict=weights,
+            data=vars(self.data_info),
+            training={"steps": self.step, "seconds": round(self.elapsed, 2),
+                      "batch_size": self.cfg.train.batch_size, "seed": self.cfg.seed,
+                      "ema_halflife_kimg": self.ema_halflife})
+        ckpt.save_state(self.run_dir / ckpt.STATE, {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "model": live.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "ema": self.ema.model.state_dict() if self.ema else None,
+            "rng": _rng_state(),
+            "config": self.cfg.to_dict(),
+            "versions": {"torch": torch.__version__},
+        })
+
+    # -- samples --------------------------------------------------------------------------
+    def sample_grid(self, logger: RunLogger) -> Path:
+        model = self.ema.model if self.ema else self.model
+        n = self.cfg.train.num_samples
+        labels = None
+        if model.can("class_conditional"):
+            labels = torch.arange(n, device=self.device) % model.config["num_classes"]
+        was_training = model.training
+        model.eval()
+        try:
+            gen = torch.Generator().manual_seed(self.cfg.seed)
+            images = model.sample(n, labels=labels, generator=gen)
+        finally:
+            model.train(was_training)
+        grid = make_grid(images)
+        path = save_image(grid, self.run_dir / "samples" / f"step-{self.step:07d}.png")
+        logger.image("samples", grid, self.step)
+        return path
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> GenerativeModel:
+        """Train to ``cfg.train.steps`` and return the trained model (EMA weights if on)."""
+        t = self.cfg.train
+        logger = RunLogger(self.run_dir, start_step=self.step if self.resume else 0,
+                           tensorboard=t.tensorboard)
+        tracker = MetricTracker()
+        guard = NonFiniteGuard(t.max_nonfinite)
+        self.model.train()
+        bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not self.progress, desc=self.run_dir.name)
+        last_time, last_step = time.perf_counter(), self.step
+        stopped = False
+        try:
+            with GracefulStop() as stop:
+                while self.step < t.steps:
+                    batch = self.batcher(self.step)
+                    logs = train_step(self.model, batch, self.step, optimizers=self.optimizers,
+                                      groups=self.groups, accum=t.grad_accum,
+                                      autocast=self.autocast, grad_clip=t.grad_clip,
+                                      guard=guard)
+                    self.step += 1
+                    if self.ema is not None:
+                        self.ema.update(EMA.beta(
+                            halflife_kimg=self.ema_halflife, rampup=t.ema_rampup,
+                            batch_size=t.batch_size, images_seen=self.step * t.batch_size))
+                    tracker.add(logs)
+                    bar.update(1)
+                    done = self.step == t.steps
+                    if self.step % t.log_every == 0 or done or stop.requested:
+                        now = time.perf_counter()
+                        self.elapsed += now - last_time
+                        rate = (self.step - last_step) * t.batch_size / max(now - last_time, 1e-9)
+                        values = tracker.pop()
+                        values.update({"images_per_s": rate, "seconds": self.elapsed,
+                                       "skipped_steps": guard.skipped})
+                        logger.log(self.step, values)
+                        bar.set_postfix({k.replace("/loss", ""): f"{v:.3g}" for k, v in
+                                         values.items() if k.endswith("/loss")} |
+                                        {"img/s": f"{rate:.0f}"}, refresh=False)
+                        last_time, last_step = now, self.step
+                    if t.sample_every and (self.step % t.sample_every == 0 or done):
+                        self.sample_grid(logger)
+                    if done or stop.requested or (t.ckpt_every and self.step % t.ckpt_every == 0):
+                        self.save()
+                    if stop.requested and not done:
+                        stopped = True
+                        break
+        finally:
+            bar.close()
+            logger.close()
+        if stopped:
+            print(f"pixgen: stopped at step {self.step} of {t.steps}; checkpoint saved in "
+                  f"{self.run_dir}. Resume with: pixgen train {self.cfg.model} --out "
+                  f"{self.run_dir} --resume")
+        model = ckpt.load_model(self.run_dir, device=self.device)
+        model.stopped_early = stopped
+        return model
+
+
+def default_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """runs/<name>, with -2, -3, ... appended while that exists and is not empty."""
+    base = Path(root) / name
+    path, k = base, 1
+    while path.exists() and any(path.iterdir()):
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def check_run_dir(path: Path, *, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one that is not there."""
+    has_run = (path / ckpt.STATE).exists() or (path / ckpt.WEIGHTS).exists()
+    if resume and not (path / ckpt.STATE).exists():
+        raise CheckpointError(f"cannot resume: {path} has no {ckpt.STATE}"
+                              + ("" if path.exists() else " (the folder does not exist)"))
+    if not resume and has_run:
+        raise PixgenError(f"{path} already holds a run; pass --resume to continue it, or "
+                          f"choose another --out")
+
