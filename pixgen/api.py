@@ -15,7 +15,8 @@ from pixgen.train import checkpoint as ckpt
 
 # Keys that may change when a run is resumed; everything else must match the saved run.
 RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
-                  "train.num_samples", "train.tensorboard", "train.max_nonfinite", "device",
+                  "train.num_samples", "train.tensorboard", "train.max_nonfinite",
+                  "train.max_minutes", "device",
                   "out"}
 
 
@@ -24,15 +25,13 @@ def build_config(settings: dict[str, Any], *, base: RunConfig | None = None,
     """Apply dotted-key ``settings`` ({"train.lr": 1e-4, "model.beta": 4}) to a config.
 
     Args:
-        settings: values given explicitly by the user (None values are ignored).
+        settings: values given explicitly by the user.
         base: the starting config (a saved run's config when resuming); default RunConfig().
         resume: only :data:`RESUMABLE_KEYS` may change value.
     """
     cfg = base if base is not None else RunConfig()
     before = cfg.to_dict()
     for key, value in settings.items():
-        if value is None:
-            continue
         set_key(cfg, key, value, source="--set" if "." in key else "option")
     if resume:
         after = cfg.to_dict()
@@ -100,6 +99,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
                                 "train.batch_size": batch_size, "seed": seed, "device": device,
                                 "data.image_size": image_size,
                                 "out": str(out) if out is not None else None}
+    settings = {k: v for k, v in settings.items() if v is not None}  # None: not given
     settings.update({f"model.{k}": v for k, v in model_args.items()})
     settings.update(overrides or {})
     if resume:
@@ -139,7 +139,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> GenerativeM
 @torch.no_grad()
 def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
              labels: torch.Tensor | list[int] | None = None, batch_size: int = 256,
-             **kwargs: Any) -> torch.Tensor:
+             progress: bool = False, **kwargs: Any) -> torch.Tensor:
     """Draw ``n`` samples in batches, reproducibly for a given seed; returns a CPU tensor
     in [-1, 1].
 
@@ -149,6 +149,7 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
         seed: seed of the sampling noise (None: nondeterministic).
         labels: class labels, one per image, for class-conditional models.
         batch_size: images per forward pass.
+        progress: show a progress bar when there is more than one batch.
         **kwargs: passed to ``model.sample`` (e.g. ``temperature``).
     """
     if n < 1:
@@ -160,7 +161,12 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     model.eval()
     out = []
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="sampling", unit="batch")
+    for start in starts:
         m = min(batch_size, n - start)
         lab = labels[start : start + m].to(model.device) if labels is not None else None
         out.append(model.sample(m, labels=lab, generator=gen, **kwargs).cpu())

@@ -68,6 +68,8 @@ class TrainConfig:
         ckpt_every: steps between checkpoints; 0 saves only at the end.
         num_samples: images in each sample grid.
         max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient.
+        max_minutes: stop (saving a resumable checkpoint) once this much training time has
+            passed, e.g. to fit a job's wall-clock limit; None: no limit.
         tensorboard: write TensorBoard event files.
     """
 
@@ -88,6 +90,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     num_samples: int = 64
     max_nonfinite: int = 20
+    max_minutes: float | None = None
     tensorboard: bool = True
 
 
@@ -306,6 +309,8 @@ def check_config(cfg: RunConfig) -> None:
         (t.ckpt_every >= 0, f"train.ckpt_every must be >= 0, not {t.ckpt_every}"),
         (t.num_samples >= 1, f"train.num_samples must be at least 1, not {t.num_samples}"),
         (t.max_nonfinite >= 1, f"train.max_nonfinite must be at least 1, not {t.max_nonfinite}"),
+        (t.max_minutes is None or t.max_minutes > 0,
+         f"train.max_minutes must be positive or none, not {t.max_minutes}"),
     ]
     for ok, message in checks:
         if not ok:

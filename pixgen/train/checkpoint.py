@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import tempfile
 from collections.abc import Callable
@@ -64,7 +65,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def _versions() -> dict[str, str]:
     import pixgen
 
-    return {"pixgen": pixgen.__version__, "torch": torch.__version__}
+    return {"pixgen": pixgen.__version__, "torch": str(torch.__version__)}
 
 
 def save_weights(run_dir: str | Path, *, model_name: str, model_config: dict[str, Any],
@@ -73,7 +74,9 @@ def save_weights(run_dir: str | Path, *, model_name: str, model_config: dict[str
     """Write ``model.safetensors`` and ``config.json`` to ``run_dir``, each atomically."""
     run_dir = Path(run_dir)
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
-    blob = save(tensors, metadata={"format": "pt", "pixgen_model": model_name})
+    # One metadata key only: safetensors writes metadata in hash order, and the file must be
+    # bitwise reproducible (resume == uninterrupted).
+    blob = save(tensors, metadata={"format": "pt"})
     meta = {"format_version": FORMAT_VERSION, "model": model_name, "config": model_config,
             "data": data or {}, "training": training or {}, "versions": _versions()}
     atomic_write(run_dir / WEIGHTS, lambda f: f.write(blob))
@@ -94,9 +97,20 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"no training state at {path}; start a new run without "
                               f"--resume") from None
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise CheckpointError(f"cannot load training state {path}: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else 'corrupt file'}") from None
+    except Exception as e:  # UnpicklingError, or corrupt: RuntimeError, EOFError, ...
+        text = str(e)
+        if "GLOBAL" in text:  # the weights-only unpickler met an object it will not build
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(f"refused to load {path}: it holds an object other than "
+                                  f"tensors and plain containers{what}, which could run code "
+                                  f"when unpickled; only load training states written by "
+                                  f"pixgen") from None
+        first = next((line for line in text.splitlines() if line.strip()), "corrupt file")
+        if "weights only load failed" in text.lower():
+            first = "not a valid training state file"
+        raise CheckpointError(f"cannot load training state {path}: {first}; the file is "
+                              f"corrupt or truncated") from None
 
 
 def find_weights(path: str | Path) -> Path:

@@ -258,7 +258,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model: GenerativeModel = model_cls(
             **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
-        if self.device.type == "cuda":
+        # Convolutions run faster on channels-last tensors, with oneDNN on CPUs as with
+        # cuDNN on GPUs (1.3x for dcgan at 32 px on a 2-core Xeon).
+        self.channels_last = any(p.ndim == 4 for p in self.model.parameters())
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizers, self.groups = build_optimizers(self.model, cfg, self.device)
         halflife = t.ema_halflife_kimg
@@ -318,7 +321,7 @@ class Trainer:
             "ema": self.ema.model.state_dict() if self.ema else None,
             "rng": _rng_state(),
             "config": self.cfg.to_dict(),
-            "versions": {"torch": torch.__version__},
+            "versions": {"torch": str(torch.__version__)},
         })
 
     # -- samples --------------------------------------------------------------------------
@@ -352,11 +355,15 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc=self.run_dir.name)
         last_time, last_step = time.perf_counter(), self.step
-        stopped = False
+        session_start = time.perf_counter()
+        limit_s = t.max_minutes * 60 if t.max_minutes is not None else float("inf")
+        stopped = ""
         try:
             with GracefulStop() as stop:
                 while self.step < t.steps:
                     batch = self.batcher(self.step)
+                    if self.channels_last:
+                        batch.images = batch.images.contiguous(memory_format=torch.channels_last)
                     logs = train_step(self.model, batch, self.step, optimizers=self.optimizers,
                                       groups=self.groups, accum=t.grad_accum,
                                       autocast=self.autocast, grad_clip=t.grad_clip,
@@ -369,6 +376,9 @@ class Trainer:
                     tracker.add(logs)
                     bar.update(1)
                     done = self.step == t.steps
+                    if not stop.requested and time.perf_counter() - session_start > limit_s:
+                        stop.requested = True
+                        stopped = f"reached the time limit of {t.max_minutes:g} minutes"
                     if self.step % t.log_every == 0 or done or stop.requested:
                         now = time.perf_counter()
                         self.elapsed += now - last_time
@@ -386,17 +396,17 @@ class Trainer:
                     if done or stop.requested or (t.ckpt_every and self.step % t.ckpt_every == 0):
                         self.save()
                     if stop.requested and not done:
-                        stopped = True
+                        stopped = stopped or "interrupted"
                         break
         finally:
             bar.close()
             logger.close()
         if stopped:
-            print(f"pixgen: stopped at step {self.step} of {t.steps}; checkpoint saved in "
-                  f"{self.run_dir}. Resume with: pixgen train {self.cfg.model} --out "
+            print(f"pixgen: {stopped}: stopped at step {self.step} of {t.steps}; checkpoint "
+                  f"saved in {self.run_dir}. Resume with: pixgen train {self.cfg.model} --out "
                   f"{self.run_dir} --resume")
         model = ckpt.load_model(self.run_dir, device=self.device)
-        model.stopped_early = stopped
+        model.stopped_early = bool(stopped)
         return model
 
 

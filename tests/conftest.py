@@ -1,0 +1,24 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("PIXGEN_DATA_DIR", "/nonexistent-pixgen-test-data")
+
+# Tiny constructor arguments so every model trains in milliseconds in the shared tests.
+TINY_MODEL_ARGS: dict[str, dict] = {
+    "gan-mlp": {"hidden": [16, 16], "z_dim": 8},
+    "dcgan": {"width": 8, "z_dim": 8},
+    "vae": {"width": 8, "latent_dim": 4},
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_overrides(**extra) -> dict:
+    """Run settings for fast end-to-end training in tests."""
+    return {"train.log_every": 2, "train.sample_every": 0, "train.ckpt_every": 0,
+            "train.tensorboard": False, "data.num_images": 64, **extra}
