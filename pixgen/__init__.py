@@ -15,9 +15,9 @@ from pixgen.api import generate, list_datasets, list_models, load, train  # noqa
 from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
 from pixgen.errors import PixgenError  # noqa: E402
-from pixgen.models.base import GenerativeModel  # noqa: E402
+from pixgen.models.base import GenerativeModel, PixgenModel  # noqa: E402
 from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
-__all__ = ["DataConfig", "GenerativeModel", "PixgenError", "RunConfig", "TrainConfig",
+__all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
            "generate", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
            "save_images", "train", "__version__"]

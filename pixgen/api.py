@@ -9,14 +9,15 @@ import torch
 
 from pixgen.config import RunConfig, set_key
 from pixgen.errors import ConfigError
-from pixgen.models.base import GenerativeModel
+from pixgen.models.base import PixgenModel
+from pixgen.sampling import generate  # noqa: F401  (re-exported as pixgen.generate)
 from pixgen.registry import DATASETS, MODELS
 from pixgen.train import checkpoint as ckpt
 
 # Keys that may change when a run is resumed; everything else must match the saved run.
 RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
                   "train.num_samples", "train.tensorboard", "train.max_nonfinite",
-                  "train.max_minutes", "device",
+                  "train.max_minutes", "train.eval_every", "train.eval_n", "device",
                   "out"}
 
 
@@ -69,7 +70,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
           batch_size: int | None = None, out: str | Path | None = None, resume: bool = False,
           seed: int | None = None, device: str | None = None, image_size: int | None = None,
           config: RunConfig | str | Path | None = None, overrides: dict[str, Any] | None = None,
-          progress: bool = True, **model_args: Any) -> GenerativeModel:
+          progress: bool = True, **model_args: Any) -> PixgenModel:
     """Train a model and return it (EMA weights when EMA is on), in eval mode.
 
     Example::
@@ -122,7 +123,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
     return Trainer(cfg, resume=resume, progress=progress).run()
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu") -> GenerativeModel:
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> PixgenModel:
     """Load a trained model from its run directory (or its model.safetensors).
 
     Args:
@@ -134,43 +135,6 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> GenerativeM
     if isinstance(device, str):
         device = resolve_device(device)
     return ckpt.load_model(path, device=device)
-
-
-@torch.no_grad()
-def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
-             labels: torch.Tensor | list[int] | None = None, batch_size: int = 256,
-             progress: bool = False, **kwargs: Any) -> torch.Tensor:
-    """Draw ``n`` samples in batches, reproducibly for a given seed; returns a CPU tensor
-    in [-1, 1].
-
-    Args:
-        model: a loaded model.
-        n: number of images.
-        seed: seed of the sampling noise (None: nondeterministic).
-        labels: class labels, one per image, for class-conditional models.
-        batch_size: images per forward pass.
-        progress: show a progress bar when there is more than one batch.
-        **kwargs: passed to ``model.sample`` (e.g. ``temperature``).
-    """
-    if n < 1:
-        raise ConfigError(f"the number of samples must be at least 1, not {n}")
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        if len(labels) != n:
-            raise ConfigError(f"got {len(labels)} labels for {n} samples")
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    model.eval()
-    out = []
-    starts = range(0, n, batch_size)
-    if progress and len(starts) > 1:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="sampling", unit="batch")
-    for start in starts:
-        m = min(batch_size, n - start)
-        lab = labels[start : start + m].to(model.device) if labels is not None else None
-        out.append(model.sample(m, labels=lab, generator=gen, **kwargs).cpu())
-    return torch.cat(out)
 
 
 def list_models() -> dict[str, str]:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "data.hflip=true, model.beta=4 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="score samples (FID, KID, precision/recall...) every N steps and keep "
+                   "the best checkpoint by FID in best/ (default: 0, off)")
     _add_run_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -107,6 +110,44 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: square)")
     _add_run_options(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "eval", help="score a run: FID, KID, IS, precision/recall, coverage, bits/dim",
+        formatter_class=_Formatter,
+        description="Score a trained run (RUN) against real images of its dataset, or any "
+        "folder of generated images against a dataset or folder (--real/--fake). Prints a "
+        "table; for a run, also writes eval.json and a model card README.md into it.",
+        epilog="examples:\n  pixgen eval runs/dcgan-digits\n"
+        "  pixgen eval runs/vae-digits --n 2000 --split train\n"
+        "  pixgen eval --real digits --fake my_samples/\n"
+        "  pixgen eval --real cifar10 --fake samples/ --features inception\n\n"
+        "features: classifier = a small classifier pixgen trains on the dataset (default; "
+        "trained once, cached in ~/.cache/pixgen); inception = the standard FID InceptionV3 "
+        "(pip install 'pixgen[inception]'). Scores from different features, sample counts or "
+        "real splits are not comparable.")
+    p.add_argument("run", nargs="?", help="run directory (or use --real and --fake)")
+    p.add_argument("--n", type=int, default=10000, help="generated images (default: 10000)")
+    p.add_argument("--features", default="classifier",
+                   help="feature extractor: classifier or inception (default: classifier)")
+    p.add_argument("--split", default="test", choices=("test", "train"),
+                   help="real split to compare with (default: test)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass "
+                   "(default: 500)")
+    p.add_argument("--real", metavar="DIR_OR_SPEC", help="real images: a dataset spec or a "
+                   "folder")
+    p.add_argument("--fake", metavar="DIR", help="a folder of generated images")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="with --real/--fake: compare at this size (default: the real data's)")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="with --real/--fake: 1 or 3 channels (default: the real data's)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where downloadable datasets live")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="a local InceptionV3 weights file, for offline use")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("models", help="list the models", formatter_class=_Formatter)
     p.set_defaults(func=cmd_models)
@@ -142,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value (e.g. train.lr=1e-4), got {pair!r}")
         overrides[key.strip()] = value.strip()
-    flags = {"train.lr": args.lr, "data.channels": args.channels, "data.data_dir": args.data_dir}
+    flags = {"train.lr": args.lr, "data.channels": args.channels, "data.data_dir": args.data_dir,
+             "train.eval_every": args.eval_every}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     t0 = time.perf_counter()
     model = pixgen.train(args.model, data=args.data, steps=args.steps,
@@ -203,6 +245,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         save_images(images, out)
         print(f"wrote {args.n} PNGs to {out}/")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pixgen.eval.evaluate import evaluate_run, evaluate_sets, format_table
+
+    common = dict(features=args.features, data_dir=args.data_dir, device=args.device or "auto",
+                  inception_weights=args.inception_weights, progress=not args.no_progress)
+    if args.run and (args.real or args.fake):
+        raise ConfigError("give either a RUN or --real and --fake, not both")
+    if args.run:
+        result = evaluate_run(args.run, n=args.n, split=args.split, seed=args.seed,
+                              batch_size=args.batch_size, **common)
+    elif args.real and args.fake:
+        result = evaluate_sets(args.real, args.fake, image_size=args.image_size,
+                               channels=args.channels, split=args.split, **common)
+    else:
+        raise ConfigError("pixgen eval needs a RUN directory, or both --real DIR_OR_SPEC and "
+                          "--fake DIR")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+        if args.run:
+            print(f"wrote {Path(args.run) / 'eval.json'} and the model card "
+                  f"{Path(args.run) / 'README.md'}")
     return 0
 
 

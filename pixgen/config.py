@@ -70,6 +70,11 @@ class TrainConfig:
         max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient.
         max_minutes: stop (saving a resumable checkpoint) once this much training time has
             passed, e.g. to fit a job's wall-clock limit; None: no limit.
+        eval_every: steps between sample-quality evaluations (FID, KID, precision/recall...)
+            logged to metrics.jsonl and TensorBoard; the checkpoint with the best FID is kept
+            in best/; 0 disables.
+        eval_n: generated images per evaluation during training.
+        eval_features: feature extractor of those evaluations ("classifier", "inception").
         tensorboard: write TensorBoard event files.
     """
 
@@ -91,6 +96,9 @@ class TrainConfig:
     num_samples: int = 64
     max_nonfinite: int = 20
     max_minutes: float | None = None
+    eval_every: int = 0
+    eval_n: int = 2000
+    eval_features: str = "classifier"
     tensorboard: bool = True
 
 
@@ -309,6 +317,8 @@ def check_config(cfg: RunConfig) -> None:
         (t.ckpt_every >= 0, f"train.ckpt_every must be >= 0, not {t.ckpt_every}"),
         (t.num_samples >= 1, f"train.num_samples must be at least 1, not {t.num_samples}"),
         (t.max_nonfinite >= 1, f"train.max_nonfinite must be at least 1, not {t.max_nonfinite}"),
+        (t.eval_every >= 0, f"train.eval_every must be >= 0, not {t.eval_every}"),
+        (t.eval_n >= 2, f"train.eval_n must be at least 2, not {t.eval_n}"),
         (t.max_minutes is None or t.max_minutes > 0,
          f"train.max_minutes must be positive or none, not {t.max_minutes}"),
     ]

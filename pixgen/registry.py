@@ -85,4 +85,5 @@ def _ensure_builtins_loaded() -> None:
         return
     _loaded = True
     import pixgen.data  # noqa: F401
+    import pixgen.eval.features  # noqa: F401
     import pixgen.models  # noqa: F401

@@ -121,6 +121,6 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("train", "sample", "models", "datasets", "info", "demo"):
+    for command in ("train", "sample", "eval", "models", "datasets", "info", "demo"):
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "usage: pixgen" in result.stdout

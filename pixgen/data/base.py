@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -12,13 +11,9 @@ import torch
 from pixgen.data import transforms
 from pixgen.errors import ConfigError, DataError
 from pixgen.registry import DATASETS
+from pixgen.utils.paths import default_data_dir
 
 SPLITS = ("train", "test")
-
-
-def default_data_dir() -> Path:
-    """Where downloadable datasets live: $PIXGEN_DATA_DIR, else ~/.cache/pixgen/data."""
-    return Path(os.environ.get("PIXGEN_DATA_DIR", "~/.cache/pixgen/data")).expanduser()
 
 
 @dataclass

@@ -14,8 +14,9 @@ from torch import nn
 from pixgen.errors import PixgenError
 
 #: Optional capabilities a model may declare; apps ask with ``model.can(...)``.
-CAPABILITIES = ("encode", "decode", "log_prob", "nll_bits_per_dim", "inpaint", "translate",
-                "class_conditional")
+#: "sample" is implied by being a GenerativeModel; "classify" by being a classifier.
+CAPABILITIES = ("sample", "encode", "decode", "log_prob", "nll_bits_per_dim", "inpaint",
+                "translate", "class_conditional", "classify")
 
 
 @dataclass
@@ -57,15 +58,14 @@ def randint(high: int, n: int, *, generator: torch.Generator | None = None,
     return torch.randint(high, (n,), generator=generator, device=generator.device).to(device)
 
 
-class GenerativeModel(nn.Module):
-    """Base class of every pixgen model.
+class PixgenModel(nn.Module):
+    """Base class of everything the trainer trains and ``pixgen.load`` rebuilds.
 
     A subclass implements:
 
     - ``param_groups()``: named parameter groups; the trainer makes one optimiser per group.
     - ``training_losses(batch, step)``: yields ``(group, loss, logs)``; the trainer runs the
       backward pass and the optimiser step of each group as it is yielded, in order.
-    - ``sample(n, labels=None, generator=None)``: images in [-1, 1], NCHW.
 
     The constructor's keyword arguments are the model's config: they are recorded in
     ``self.config`` automatically and saved beside the weights, so ``pixgen.load`` rebuilds
@@ -96,7 +96,7 @@ class GenerativeModel(nn.Module):
                                 f"(put * before {name!r})")
 
         @functools.wraps(init)
-        def __init__(self: GenerativeModel, **kw: Any) -> None:
+        def __init__(self: PixgenModel, **kw: Any) -> None:
             bound = sig.bind(self, **kw)
             bound.apply_defaults()
             init(self, **kw)
@@ -112,10 +112,6 @@ class GenerativeModel(nn.Module):
 
     def training_losses(self, batch: Batch, step: int
                         ) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
-        raise NotImplementedError
-
-    def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
 
     # -- helpers ------------------------------------------------------------------------
@@ -140,7 +136,9 @@ class GenerativeModel(nn.Module):
     def can(self, capability: str) -> bool:
         """Whether this model offers an optional capability (see CAPABILITIES)."""
         if capability == "class_conditional":
-            return bool(self.config.get("num_classes"))
+            return bool(self.config.get("num_classes")) and isinstance(self, GenerativeModel)
+        if capability == "sample":
+            return isinstance(self, GenerativeModel)
         return capability in self.capabilities
 
     def require(self, capability: str, action: str) -> None:
@@ -166,6 +164,15 @@ class GenerativeModel(nn.Module):
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise PixgenError(f"labels must be in 0..{num_classes - 1}")
         return labels
+
+
+class GenerativeModel(PixgenModel):
+    """A model that generates images: adds ``sample(n, labels=None, generator=None)``,
+    returning float images in [-1, 1], NCHW, on the model's device."""
+
+    def sample(self, n: int, *, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def _jsonable(v: Any) -> Any:

@@ -70,7 +70,11 @@ class VAE(GenerativeModel):
     Args:
         image_size: 16, 28, 32 or 64 (any 4 * 2^k or 7 * 2^k).
         channels: 1 or 3.
-        latent_dim: size of the latent vector.
+        latent_dim: size of the latent vector. The default, 8, trades likelihood for sample
+            quality: on digits (32 px, 1500-2000 steps) latent 8 gives recognisable prior
+            samples at 3.7 bits/dim, latent 32 a better bound (3.2) but garbled samples,
+            because the decoder's learned scale shrinks and the aggregate posterior leaves
+            holes in the prior. Raise it for reconstruction, inpainting or richer data.
         width: channels of the first convolution; each down-sampling stage doubles it.
         beta: weight of the KL term (1 = VAE; > 1 favours disentangled latents).
         likelihood: "gaussian": a Gaussian discretised to the 256 pixel levels with a learned
@@ -81,8 +85,10 @@ class VAE(GenerativeModel):
 
     default_optim = {"model": {"lr": 1e-3, "betas": (0.9, 0.999)}}
     capabilities = frozenset({"encode", "decode", "nll_bits_per_dim"})
+    #: What nll_bits_per_dim returns: an upper bound (the negative ELBO), not the exact NLL.
+    bits_per_dim_kind = "ELBO bound"
 
-    def __init__(self, *, image_size: int = 32, channels: int = 1, latent_dim: int = 32,
+    def __init__(self, *, image_size: int = 32, channels: int = 1, latent_dim: int = 8,
                  width: int = 32, beta: float = 1.0, likelihood: str = "gaussian") -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -152,6 +158,13 @@ class VAE(GenerativeModel):
         loss = (recon + self.beta * kl).mean() / self.num_dims
         yield "model", loss, {"recon": recon.mean().detach(), "kl": kl.mean().detach(),
                               "bpd": bits_per_dim((recon + kl).mean().detach(), self.num_dims)}
+
+    @torch.no_grad()
+    def nll_bits_per_dim(self, images: torch.Tensor) -> torch.Tensor:
+        """Per image: the negative ELBO (beta = 1), an upper bound on -log2 p(x), in bits per
+        dimension (see pixgen.likelihood for the convention)."""
+        recon, kl = self.negative_elbo_terms(images)
+        return bits_per_dim(recon + kl, self.num_dims)
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,

@@ -58,6 +58,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files that a process killed mid-write (SIGKILL, power loss) left behind.
+
+    Only call this when no other process writes to ``folder``: a resuming run owns its folder.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -154,7 +166,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Any:
         device: where to put the model.
 
     Returns:
-        The :class:`~pixgen.models.base.GenerativeModel`, with ``run_dir`` and ``meta``
+        The :class:`~pixgen.models.base.PixgenModel`, with ``run_dir`` and ``meta``
         (the contents of config.json) attached.
     """
     from pixgen.config import validate_model_args

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import signal
 import threading
 import time
@@ -22,8 +23,9 @@ from pixgen.config import RunConfig, check_config, validate_model_args
 from pixgen.data import load_dataset
 from pixgen.data.batcher import DeviceBatcher
 from pixgen.errors import CheckpointError, ConfigError, PixgenError, TrainingDiverged
-from pixgen.models.base import Batch, GenerativeModel
+from pixgen.models.base import Batch, PixgenModel
 from pixgen.registry import MODELS
+from pixgen.sampling import generate as pixgen_generate
 from pixgen.train import checkpoint as ckpt
 from pixgen.train.logger import MetricTracker, RunLogger
 from pixgen.utils.images import make_grid, save_image
@@ -60,7 +62,7 @@ class EMA:
     Buffers (e.g. batch-norm statistics) are copied from the live model, not averaged.
     """
 
-    def __init__(self, model: GenerativeModel) -> None:
+    def __init__(self, model: PixgenModel) -> None:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self._live = [p for p in model.parameters()]
         self._ema = [p for p in self.model.parameters()]
@@ -144,7 +146,7 @@ class GracefulStop:
             signal.signal(s, h)
 
 
-def build_optimizers(model: GenerativeModel, cfg: RunConfig, device: torch.device
+def build_optimizers(model: PixgenModel, cfg: RunConfig, device: torch.device
                      ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, list[torch.nn.Parameter]]]:
     """One AdamW per parameter group, with the model's defaults and the config's overrides."""
     groups = model.param_groups()
@@ -167,7 +169,7 @@ def build_optimizers(model: GenerativeModel, cfg: RunConfig, device: torch.devic
     return optimizers, groups
 
 
-def train_step(model: GenerativeModel, batch: Batch, step: int, *,
+def train_step(model: PixgenModel, batch: Batch, step: int, *,
                optimizers: dict[str, torch.optim.Optimizer],
                groups: dict[str, list[torch.nn.Parameter]], accum: int,
                autocast: contextlib.AbstractContextManager[Any], grad_clip: float | None,
@@ -256,7 +258,7 @@ class Trainer:
         self.batcher = DeviceBatcher(data.to(self.device), t.batch_size, seed=cfg.seed,
                                      hflip=d.hflip)
         torch.manual_seed(cfg.seed)
-        self.model: GenerativeModel = model_cls(
+        self.model: PixgenModel = model_cls(
             **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
         # Convolutions run faster on channels-last tensors, with oneDNN on CPUs as with
         # cuDNN on GPUs (1.3x for dcgan at 32 px on a 2-core Xeon).
@@ -274,7 +276,10 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.step = 0
         self.elapsed = 0.0
+        self.best_fid = float("inf")
+        self._eval_real: Any = None
         if resume:
+            ckpt.remove_stale_temporaries(self.run_dir)
             self._load_state()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +298,7 @@ class Trainer:
                 self.ema.model.load_state_dict(state["ema"])
             self.step = int(state["step"])
             self.elapsed = float(state.get("elapsed", 0.0))
+            self.best_fid = float(state.get("best_fid", float("inf")))
             _set_rng_state(state["rng"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{self.run_dir / ckpt.STATE} does not match this run's "
@@ -320,6 +326,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "ema": self.ema.model.state_dict() if self.ema else None,
             "rng": _rng_state(),
+            "best_fid": self.best_fid,
             "config": self.cfg.to_dict(),
             "versions": {"torch": str(torch.__version__)},
         })
@@ -343,8 +350,68 @@ class Trainer:
         logger.image("samples", grid, self.step)
         return path
 
+    def evaluate(self, logger: RunLogger) -> dict[str, float]:
+        """Sample-quality metrics of the current (EMA) model, logged as eval/*; keeps the
+        checkpoint with the best FID in best/."""
+        from pixgen.data.transforms import to_uint8
+        from pixgen.eval.evaluate import featurize, score
+        from pixgen.eval.features import get_extractor
+
+        t = self.cfg.train
+        if self._eval_real is None:  # extractor and real features: once per run
+            extractor = get_extractor(t.eval_features, self.data_info,
+                                      data_dir=self.cfg.data.data_dir, device=self.device,
+                                      progress=self.progress)
+            d = self.cfg.data
+            real = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
+                                channels=self.data_info.channels, data_dir=d.data_dir)
+            self._eval_real = (extractor, featurize(extractor, real.images))
+        extractor, real_set = self._eval_real
+        model = self.ema.model if self.ema else self.model
+        labels = None
+        if model.can("class_conditional"):
+            labels = torch.arange(t.eval_n) % model.config["num_classes"]
+        was_training = model.training
+        model.eval()
+        try:
+            images = pixgen_generate(model, t.eval_n, seed=self.cfg.seed, labels=labels)
+        finally:
+            model.train(was_training)
+        result = score(real_set, featurize(extractor, to_uint8(images), requested=labels),
+                       num_classes=extractor.num_classes, seed=self.cfg.seed)
+        values = {f"eval/{k}": float(v) for k, v in result.items()
+                  if isinstance(v, (int, float))}
+        logger.log(self.step, values)
+        if result["fid"] < self.best_fid:
+            self.best_fid = result["fid"]
+            weights = (self.ema.model if self.ema else self.model).state_dict()
+            ckpt.save_weights(self.run_dir / "best", model_name=model.name,
+                              model_config=model.config, state_dict=weights,
+                              data=vars(self.data_info),
+                              training={"steps": self.step, "fid": result["fid"],
+                                        "batch_size": t.batch_size, "seed": self.cfg.seed})
+        tqdm.write(f"step {self.step}: FID {result['fid']:.3f}, precision "
+                   f"{result['precision']:.3f}, recall {result['recall']:.3f} "
+                   f"(best FID {self.best_fid:.3f})")
+        return values
+
+    def _report_test_accuracy(self, logger: RunLogger) -> None:
+        """Classifiers: accuracy on the dataset's test split, logged and saved in eval.json."""
+        from pixgen.data.transforms import to_float
+
+        d = self.cfg.data
+        test = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
+                            channels=self.data_info.channels, data_dir=d.data_dir,
+                            download=d.download)
+        model = self.ema.model if self.ema else self.model
+        acc = model.accuracy(to_float(test.images), test.labels)  # type: ignore[operator]
+        logger.log(self.step, {"test/accuracy": acc})
+        ckpt.atomic_write_text(self.run_dir / "eval.json", json.dumps(
+            {"step": self.step, "split": "test", "test_accuracy": acc}, indent=2) + "\n")
+        print(f"test accuracy: {100 * acc:.2f}% on {len(test)} {d.spec} test images")
+
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> GenerativeModel:
+    def run(self) -> PixgenModel:
         """Train to ``cfg.train.steps`` and return the trained model (EMA weights if on)."""
         t = self.cfg.train
         logger = RunLogger(self.run_dir, start_step=self.step if self.resume else 0,
@@ -391,13 +458,19 @@ class Trainer:
                                          values.items() if k.endswith("/loss")} |
                                         {"img/s": f"{rate:.0f}"}, refresh=False)
                         last_time, last_step = now, self.step
-                    if t.sample_every and (self.step % t.sample_every == 0 or done):
+                    if t.sample_every and (self.step % t.sample_every == 0 or done) \
+                            and self.model.can("sample"):
                         self.sample_grid(logger)
+                    if t.eval_every and (self.step % t.eval_every == 0 or done) \
+                            and self.model.can("sample"):
+                        self.evaluate(logger)
                     if done or stop.requested or (t.ckpt_every and self.step % t.ckpt_every == 0):
                         self.save()
                     if stop.requested and not done:
                         stopped = stopped or "interrupted"
                         break
+            if not stopped and self.model.can("classify"):
+                self._report_test_accuracy(logger)
         finally:
             bar.close()
             logger.close()

@@ -24,11 +24,14 @@ def test_resume_equals_uninterrupted(name, tmp_path):
     ema = {"train.ema_halflife_kimg": 0.05, "data.hflip": True}
     _train(name, tmp_path / "full", 10, overrides=ema)
     _train(name, tmp_path / "part", 4, overrides=ema)  # "interrupted" after step 4
+    # what a process killed in the middle of a checkpoint write leaves behind
+    (tmp_path / "part" / ".state.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")
     resumed = pixgen.train(out=tmp_path / "part", resume=True, steps=10, progress=False)
     a = (tmp_path / "full" / "model.safetensors").read_bytes()
     b = (tmp_path / "part" / "model.safetensors").read_bytes()
     assert a == b, "resumed weights differ from the uninterrupted run"
     assert resumed.meta["training"]["steps"] == 10
+    assert not list((tmp_path / "part").glob(".*.tmp")), "stale temporary files were kept"
     lines = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().split("\n")
              if x]
     assert [x["step"] for x in lines] == [2, 4, 6, 8, 10]

@@ -1,0 +1,288 @@
+"""`pixgen eval`: score a trained run, or any two image sets, and write the report.
+
+One feature pass per image set feeds every metric: FID, KID, IS, precision / recall,
+density / coverage, mode coverage, and the class accuracy of class-conditional samples;
+likelihood models add their test bits/dim. The numbers depend on the feature extractor, the
+number of samples and the real split, so every report states them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixgen.data import load_dataset
+from pixgen.data.base import DataInfo, ImageData
+from pixgen.data.transforms import to_float, to_uint8
+from pixgen.errors import ConfigError
+from pixgen.eval import metrics as M
+from pixgen.eval.features import FeatureExtractor, get_extractor
+from pixgen.train import checkpoint as ckpt
+
+EVAL_JSON = "eval.json"
+
+#: (key, label, better, format) for the printed table and the model card.
+ROWS = [
+    ("fid", "FID", "lower", "{:.3f}"),
+    ("kid_mean", "KID", "lower", "{:.5f}"),
+    ("kid_std", "KID std", "", "{:.5f}"),
+    ("is_mean", "IS", "higher", "{:.3f}"),
+    ("is_std", "IS std", "", "{:.3f}"),
+    ("precision", "precision", "higher", "{:.3f}"),
+    ("recall", "recall", "higher", "{:.3f}"),
+    ("density", "density", "higher (~1 = real)", "{:.3f}"),
+    ("coverage", "coverage", "higher", "{:.3f}"),
+    ("classes_hit", "classes hit", "higher", "{}"),
+    ("class_entropy", "class entropy", "higher (1 = uniform)", "{:.3f}"),
+    ("conditional_accuracy", "conditional accuracy", "higher", "{:.3f}"),
+    ("bits_per_dim", "bits/dim", "lower", "{:.4f}"),
+]
+
+
+@dataclass
+class FeatureSet:
+    """Features of one image set, with the labels it was generated for (if any)."""
+
+    features: torch.Tensor
+    probs: torch.Tensor | None
+    requested: torch.Tensor | None = None
+    count: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def featurize(extractor: FeatureExtractor, images: torch.Tensor, *, progress: bool = False,
+              requested: torch.Tensor | None = None) -> FeatureSet:
+    feats, probs = extractor(images, progress=progress)
+    return FeatureSet(feats, probs, requested, len(images))
+
+
+def score(real: FeatureSet, fake: FeatureSet, *, num_classes: int, seed: int = 0,
+          kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict[str, Any]:
+    """Every sample-quality metric of ``fake`` against ``real`` from their features."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"fid": M.fid_from_features(real.features, fake.features)}
+    out["kid_mean"], out["kid_std"] = M.kid_from_features(
+        real.features, fake.features, subsets=kid_subsets, subset_size=kid_subset_size,
+        generator=gen)
+    out["precision"], out["recall"] = M.precision_recall(real.features, fake.features)
+    out["density"], out["coverage"] = M.density_coverage(real.features, fake.features)
+    if fake.probs is not None and num_classes:
+        out["is_mean"], out["is_std"] = M.inception_score(fake.probs)
+        pred = fake.probs.argmax(1)
+        hist = M.class_histogram_stats(pred, num_classes)
+        out["classes_hit"] = hist["classes_hit"]
+        out["class_entropy"] = hist["entropy"]
+        out["class_histogram"] = hist["histogram"]
+        if fake.requested is not None:
+            cond = M.conditional_accuracy(pred, fake.requested, num_classes)
+            out["conditional_accuracy"] = cond["accuracy"]
+            out["per_class_accuracy"] = cond["per_class"]
+    return out
+
+
+def _real_images(info: DataInfo, *, split: str, data_dir: str | None) -> ImageData:
+    return load_dataset(info.spec, split=split, image_size=info.image_size,
+                        channels=info.channels, data_dir=data_dir)
+
+
+@torch.no_grad()
+def test_bits_per_dim(model: Any, images: torch.Tensor, *, batch_size: int = 256,
+                      device: torch.device | str = "cpu") -> float:
+    """Mean bits/dim (or its bound) of uint8 ``images`` under a likelihood model."""
+    torch.manual_seed(0)  # bounds that sample (ELBO) are reproducible
+    total, count = 0.0, 0
+    for chunk in images.split(batch_size):
+        bpd = model.nll_bits_per_dim(to_float(chunk.to(device)))
+        total += float(bpd.double().sum())
+        count += len(chunk)
+    return total / count
+
+
+def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier",
+                 split: str = "test", seed: int = 0, device: str = "auto",
+                 batch_size: int = 500, data_dir: str | None = None,
+                 inception_weights: str | None = None, progress: bool = True,
+                 write: bool = True) -> dict[str, Any]:
+    """Score a trained run against real images; write eval.json and the model card.
+
+    Args:
+        run: the run directory.
+        n: number of generated images.
+        features: feature extractor name ("classifier", "inception").
+        split: real split to compare with ("test" or "train").
+        seed: sampling seed.
+        device: where to run the model and the feature extractor.
+        batch_size: images per forward pass.
+        data_dir: where downloadable datasets live.
+        inception_weights: a local InceptionV3 weights file (offline use).
+        progress: show progress bars.
+        write: write eval.json and README.md (the model card) into the run directory.
+    """
+    import pixgen
+
+    if n < 2:
+        raise ConfigError(f"--n must be at least 2, not {n}")
+    t0 = time.perf_counter()
+    model = pixgen.load(run, device=device)
+    meta = model.meta
+    if not model.can("sample"):
+        raise ConfigError(f"{model.name!r} does not generate images; `pixgen eval` scores "
+                          f"generative models (the classifier reports its test accuracy when "
+                          f"trained)")
+    info = DataInfo(**meta["data"])
+    extractor = get_extractor(features, info, data_dir=data_dir, device=model.device,
+                              progress=progress, weights=inception_weights)
+    real_data = _real_images(info, split=split, data_dir=data_dir)
+    real = featurize(extractor, real_data.images, progress=progress)
+
+    requested = None
+    if model.can("class_conditional"):
+        requested = torch.arange(n) % info.num_classes
+    fake_images = pixgen.generate(model, n, seed=seed, labels=requested,
+                                  batch_size=batch_size, progress=progress)
+    fake = featurize(extractor, to_uint8(fake_images), progress=progress, requested=requested)
+    num_classes = extractor.num_classes if features == "classifier" else 0
+    result = score(real, fake, num_classes=num_classes, seed=seed)
+    if model.can("nll_bits_per_dim"):
+        result["bits_per_dim"] = test_bits_per_dim(model, real_data.images,
+                                                   batch_size=batch_size, device=model.device)
+        result["bits_per_dim_kind"] = getattr(model, "bits_per_dim_kind", "exact")
+    result.update({
+        "n_fake": n, "n_real": len(real_data), "real": f"{info.spec} ({split} split)",
+        "features": extractor.description, "feature_extractor": features, "seed": seed,
+        "step": meta.get("training", {}).get("steps"), "seconds": time.perf_counter() - t0,
+    })
+    if write:
+        run_dir = model.run_dir
+        ckpt.atomic_write_text(run_dir / EVAL_JSON, json.dumps(_clean(result), indent=2) + "\n")
+        write_model_card(run_dir, model, result, fake_images[:64])
+    return result
+
+
+def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
+                  image_size: int | None = None, channels: int | None = None,
+                  split: str = "test", data_dir: str | None = None, device: str = "auto",
+                  inception_weights: str | None = None, progress: bool = True
+                  ) -> dict[str, Any]:
+    """Score a folder of generated images against a dataset spec or another folder.
+
+    Args:
+        real: a dataset spec ("digits", "cifar10") or a folder of real images.
+        fake: a folder of generated images (any size; resized to the real images' size).
+        features: feature extractor name.
+        image_size: compare at this size (default: the real data's).
+        channels: 1 or 3 (default: the real data's).
+        split: split of a dataset spec to compare with.
+        data_dir: where downloadable datasets live.
+        device: where to run the feature extractor.
+        inception_weights: a local InceptionV3 weights file (offline use).
+        progress: show progress bars.
+    """
+    from pixgen.train.trainer import resolve_device
+
+    dev = resolve_device(device)
+    real_spec = real if not Path(real).expanduser().is_dir() else f"folder:{real}"
+    real_split = split if real_spec.startswith("folder:") is False else "train"
+    real_data = load_dataset(real_spec, split=real_split, image_size=image_size,
+                             channels=channels, data_dir=data_dir)
+    info = real_data.info
+    fake_data = load_dataset(f"folder:{fake}", image_size=info.image_size,
+                             channels=info.channels)
+    extractor = get_extractor(features, info, data_dir=data_dir, device=dev, progress=progress,
+                              weights=inception_weights)
+    result = score(featurize(extractor, real_data.images, progress=progress),
+                   featurize(extractor, fake_data.images, progress=progress),
+                   num_classes=extractor.num_classes if features == "classifier" else 0)
+    result.update({"n_fake": len(fake_data), "n_real": len(real_data),
+                   "real": f"{real_spec} ({real_split} split)", "fake": str(fake),
+                   "features": extractor.description, "feature_extractor": features})
+    return result
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in d.items()}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The metrics as an aligned text table, with the direction that is better."""
+    lines = [f"{'metric':<22}{'value':>12}   better"]
+    for key, label, better, fmt in ROWS:
+        if key not in result or result[key] is None:
+            continue
+        value = result[key]
+        if key == "classes_hit":
+            value = f"{value}/{len(result.get('class_histogram', [])) or '?'}"
+            text = value
+        else:
+            text = fmt.format(value)
+        lines.append(f"{label:<22}{text:>12}   {better}")
+    if "per_class_accuracy" in result:
+        accs = " ".join(f"{k}:{a:.2f}" for k, a in enumerate(result["per_class_accuracy"]))
+        lines.append(f"per-class accuracy: {accs}")
+    lines.append(f"({result['n_fake']} generated vs {result['n_real']} real images of "
+                 f"{result['real']}; features: {result['features']})")
+    return "\n".join(lines)
+
+
+def write_model_card(run_dir: Path, model: Any, result: dict[str, Any],
+                     images: torch.Tensor) -> Path:
+    """README.md in the run directory: samples, metrics, config, training curves."""
+    from pixgen.utils.images import save_grid
+    from pixgen.utils.plots import plot_training_curves
+
+    meta = model.meta
+    save_grid(images, run_dir / "samples.png", scale=2)
+    curves = plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    training = meta.get("training", {})
+    rows = []
+    for key, label, better, fmt in ROWS:
+        if result.get(key) is None:
+            continue
+        value = result[key]
+        text = (f"{value}/{len(result.get('class_histogram', []))}" if key == "classes_hit"
+                else fmt.format(value))
+        rows.append(f"| {label} | {text} | {better} |")
+    config_yaml = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() \
+        else ""
+    text = f"""# {meta['model']} on {meta['data'].get('spec')}
+
+![samples](samples.png)
+
+## Metrics
+
+{result['n_fake']} generated images against {result['n_real']} real images of {result['real']};
+features: {result['features']}.
+
+| metric | value | better |
+|---|---|---|
+{chr(10).join(rows)}
+
+## Model
+
+- model: `{meta['model']}`, {sum(p.numel() for p in model.parameters()):,} parameters
+- constructor arguments: `{json.dumps(meta['config'])}`
+- data: `{json.dumps({k: v for k, v in meta['data'].items() if k != 'class_names'})}`
+- training: {training.get('steps')} steps of batch {training.get('batch_size')}, \
+{training.get('seconds', 0):.0f} s, seed {training.get('seed')}, EMA half-life \
+{training.get('ema_halflife_kimg')} kimg
+- versions: `{json.dumps(meta.get('versions', {}))}`
+
+{'## Training curves' + chr(10) + chr(10) + '![training curves](curves.png)' if curves else ''}
+
+## Reproduce
+
+```yaml
+{config_yaml.strip()}
+```
+
+`pixgen train {meta['model']} --config config.yaml --out NEW_DIR`, then
+`pixgen eval NEW_DIR --n {result['n_fake']} --features {result['feature_extractor']}`.
+"""
+    return ckpt.atomic_write_text(run_dir / "README.md", text)

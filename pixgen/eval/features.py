@@ -1,0 +1,173 @@
+"""Feature extractors for the sample-quality metrics, chosen with ``--features``.
+
+- ``classifier`` (default): pixgen's small convolutional classifier trained on the dataset's
+  labelled training split; trained once on first use and cached.
+- ``inception``: the standard FID InceptionV3 (pool3 features, 2048-d, and its logits for the
+  Inception Score) through torchmetrics / torch-fidelity (``pip install 'pixgen[inception]'``).
+
+An extractor maps uint8 images (N, C, H, W) to ``(features, probs)``: float features (N, d)
+and class probabilities (N, K), or None where it has no classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixgen.data.base import DataInfo
+from pixgen.data.transforms import to_float
+from pixgen.errors import ConfigError, DataError, PixgenError
+from pixgen.registry import FEATURES
+from pixgen.utils.paths import cache_dir
+
+#: Training recipe of the cached evaluation classifiers.
+CLASSIFIER_TRAINING: dict[str, Any] = {"steps": 3000, "batch_size": 64, "model_args": {}}
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 + INCEPTION_WEIGHTS)
+
+
+@dataclass
+class FeatureExtractor:
+    """A named feature function with a short description for reports."""
+
+    name: str
+    description: str
+    fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    num_classes: int
+    device: torch.device
+    batch_size: int = 500
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, *, progress: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features (and probabilities) of uint8 images, batched, returned on the CPU."""
+        if images.dtype != torch.uint8:
+            raise ValueError("feature extractors take uint8 images")
+        feats, probs = [], []
+        chunks = images.split(self.batch_size)
+        if progress and len(chunks) > 1:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc=f"{self.name} features", unit="batch", leave=False)
+        for chunk in chunks:
+            f, p = self.fn(chunk.to(self.device))
+            feats.append(f.float().cpu())
+            if p is not None:
+                probs.append(p.float().cpu())
+        return torch.cat(feats), (torch.cat(probs) if probs else None)
+
+
+def classifier_dir(info: DataInfo) -> Path:
+    """Cache folder of the evaluation classifier for one dataset, size and channel count."""
+    name, _, arg = info.spec.partition(":")
+    slug = name
+    if arg:  # folder:PATH -> a hash of the absolute path keeps names short and unique
+        slug += "-" + hashlib.sha1(str(Path(arg).expanduser().resolve()).encode()).hexdigest()[:10]
+    return cache_dir() / "classifiers" / f"{slug}-{info.image_size}px-{info.channels}ch"
+
+
+def load_or_train_classifier(info: DataInfo, *, data_dir: str | None = None,
+                             device: torch.device | str = "cpu", progress: bool = True) -> Any:
+    """The cached evaluation classifier for ``info``; trained on first use.
+
+    It is trained into a temporary folder and renamed into place, so concurrent evaluations
+    never see a half-trained classifier.
+    """
+    import pixgen
+
+    target = classifier_dir(info)
+    if not (target / "model.safetensors").exists():
+        if not info.num_classes:
+            raise DataError(f"dataset {info.spec!r} has no labels, so pixgen cannot train its "
+                            f"evaluation classifier; use --features inception, or give the "
+                            f"images class subfolders")
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"pixgen: training the evaluation classifier for {info.spec} "
+              f"({info.image_size}px, {info.channels} channel(s)); once, cached in {target}")
+        overrides = {"train.sample_every": 0, "train.ckpt_every": 0,
+                     "train.tensorboard": False, "data.data_dir": data_dir}
+        pixgen.train("classifier", data=info.spec, image_size=info.image_size,
+                     out=tmp, device=str(device), progress=progress,
+                     overrides={**overrides, "data.channels": info.channels,
+                                "train.steps": CLASSIFIER_TRAINING["steps"],
+                                "train.batch_size": CLASSIFIER_TRAINING["batch_size"]},
+                     **CLASSIFIER_TRAINING["model_args"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first: use its classifier
+            shutil.rmtree(tmp, ignore_errors=True)
+    return pixgen.load(target, device=device)
+
+
+@FEATURES.register("classifier", help="penultimate features and softmax of a classifier "
+                   "trained on the dataset (default; trained once and cached)")
+def classifier_features(info: DataInfo, *, data_dir: str | None = None,
+                        device: torch.device | str = "cpu", progress: bool = True,
+                        **_: Any) -> FeatureExtractor:
+    model = load_or_train_classifier(info, data_dir=data_dir, device=device, progress=progress)
+    acc = None
+    eval_json = model.run_dir / "eval.json"
+    if eval_json.exists():
+        import json
+
+        acc = json.loads(eval_json.read_text()).get("test_accuracy")
+    model.eval()
+
+    def fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return model.features_and_probs(to_float(images))
+
+    detail = f", test accuracy {100 * acc:.1f}%" if acc is not None else ""
+    return FeatureExtractor("classifier", f"pixgen classifier on {info.spec} "
+                            f"({model.config['feature_dim']}-d features{detail})", fn,
+                            model.config["num_classes"], torch.device(model.device))
+
+
+@FEATURES.register("inception", help="the standard FID InceptionV3 (2048-d pool3) via "
+                   "torchmetrics / torch-fidelity; pip install 'pixgen[inception]'")
+def inception_features(info: DataInfo, *, device: torch.device | str = "cpu",
+                       weights: str | None = None, **_: Any) -> FeatureExtractor:
+    try:
+        import torch_fidelity  # noqa: F401
+        from torchmetrics.image.fid import NoTrainInceptionV3
+    except Exception as e:  # either missing, or torchvision failing to import inside them
+        raise ConfigError(f"the inception features need torchmetrics with torch-fidelity "
+                          f"(pip install 'pixgen[inception]', with a torchvision that matches "
+                          f"your torch); import failed: {e}") from None
+    path = Path(weights).expanduser() if weights else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"--inception-weights {path} does not exist; download "
+                          f"{INCEPTION_URL}")
+    try:
+        net = NoTrainInceptionV3(name="inception-v3-compat",
+                                 features_list=["2048", "logits_unbiased"],
+                                 feature_extractor_weights_path=str(path) if path else None)
+    except Exception as e:  # no internet, no cached weights
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+        raise PixgenError(f"cannot load the Inception weights ({type(e).__name__}); offline, "
+                          f"download {INCEPTION_URL} and put it at {hub}, or pass "
+                          f"--inception-weights PATH") from None
+    net = net.to(device).eval()
+
+    def fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        feats, logits = net(images)
+        return feats, torch.softmax(logits.double(), dim=1).float()
+
+    return FeatureExtractor("inception", "FID InceptionV3 (2048-d pool3, torch-fidelity)", fn,
+                            1008, torch.device(device), batch_size=100)
+
+
+def get_extractor(name: str, info: DataInfo, **kwargs: Any) -> FeatureExtractor:
+    """Build the feature extractor ``name`` for data described by ``info``."""
+    return FEATURES.get(name)(info, **kwargs)

@@ -1,0 +1,149 @@
+"""`pixgen eval` end to end, and the calibration of its scores with classifier features."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pixgen
+from conftest import TINY_MODEL_ARGS, tiny_overrides
+from pixgen.cli import main
+from pixgen.data import load_dataset
+from pixgen.data.transforms import to_float, to_uint8
+from pixgen.errors import ConfigError, DataError
+from pixgen.eval import features as feats
+from pixgen.eval.evaluate import FeatureSet, evaluate_run, evaluate_sets, featurize, score
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private classifier cache with a quick training recipe (the real one is longer)."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("cache")
+    mp.setenv("PIXGEN_CACHE_DIR", str(root))
+    mp.setitem(feats.CLASSIFIER_TRAINING, "steps", 400)
+    mp.setitem(feats.CLASSIFIER_TRAINING, "model_args", {"width": 16, "feature_dim": 64})
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def extractor(cache):
+    info = load_dataset("digits", image_size=SIZE).info
+    return feats.get_extractor("classifier", info, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return (load_dataset("digits", image_size=SIZE),
+            load_dataset("digits", split="test", image_size=SIZE))
+
+
+def _fid(extractor, real_images, fake_images, **kw):
+    return score(featurize(extractor, real_images), featurize(extractor, fake_images),
+                 num_classes=10, **kw)
+
+
+def test_classifier_is_trained_once_and_cached(extractor, cache):
+    runs = list((cache / "classifiers").iterdir())
+    assert [r.name for r in runs] == [f"digits-{SIZE}px-1ch"]
+    acc = json.loads((runs[0] / "eval.json").read_text())["test_accuracy"]
+    assert acc > 0.85, f"the evaluation classifier reached only {acc:.2f} test accuracy"
+    assert "test accuracy" in extractor.description
+    stamp = (runs[0] / "model.safetensors").stat().st_mtime_ns
+    info = load_dataset("digits", image_size=SIZE).info
+    feats.get_extractor("classifier", info, progress=False)
+    assert (runs[0] / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_fid_grows_with_noise_and_blur(extractor, digits):
+    """Against the training set: the clean test set scores lowest, and stronger noise or blur
+    of the test images scores strictly worse, step by step."""
+    train, test = digits
+    real = featurize(extractor, train.images)
+
+    def fid(images):
+        return score(real, featurize(extractor, images), num_classes=10)["fid"]
+
+    floor = fid(test.images)
+    x = to_float(test.images)
+    gen = torch.Generator().manual_seed(0)
+    noise = [fid(to_uint8(x + s * torch.randn(x.shape, generator=gen)))
+             for s in (0.1, 0.2, 0.35, 0.6)]
+    blur = []
+    for sigma in (0.6, 1.0, 1.5, 2.5):
+        r = torch.arange(-4, 5, dtype=torch.float32)
+        k = torch.exp(-r**2 / (2 * sigma**2))
+        k = (k[:, None] * k[None]) / k.sum() ** 2
+        blur.append(fid(to_uint8(F.conv2d(F.pad(x, (4, 4, 4, 4), mode="replicate"),
+                                          k[None, None]))))
+    for ladder in (noise, blur):
+        assert [floor, *ladder] == sorted([floor, *ladder]), (floor, ladder)
+        assert len(set(ladder)) == len(ladder) and floor < 0.1 * ladder[-1], (floor, ladder)
+
+
+def test_collapsed_generators_score_worse(extractor, digits):
+    train, test = digits
+    healthy = _fid(extractor, test.images, train.images[:360])
+    one_image = _fid(extractor, test.images, train.images[:1].expand(360, -1, -1, -1))
+    one_class = _fid(extractor, test.images, train.images[train.labels == 3][:360])
+    for collapsed in (one_image, one_class):
+        assert collapsed["fid"] > 3 * healthy["fid"]
+        assert collapsed["recall"] < healthy["recall"] - 0.3
+        assert collapsed["coverage"] < healthy["coverage"] - 0.3
+        assert collapsed["classes_hit"] <= 2 < healthy["classes_hit"]
+        assert collapsed["class_entropy"] < 0.3 < healthy["class_entropy"]
+
+
+def test_evaluate_run_writes_report_and_model_card(cache, tmp_path, capsys):
+    run = tmp_path / "vae"
+    pixgen.train("vae", data="digits", steps=20, batch_size=16, image_size=SIZE, out=run,
+                 progress=False, overrides=tiny_overrides(), **TINY_MODEL_ARGS["vae"])
+    assert main(["eval", str(run), "--n", "200", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for label in ("FID", "KID", "IS", "precision", "recall", "density", "coverage",
+                  "classes hit", "bits/dim"):
+        assert label in out
+    result = json.loads((run / "eval.json").read_text())
+    assert result["n_fake"] == 200 and result["n_real"] == len(load_dataset("digits",
+                                                                            split="test"))
+    assert result["bits_per_dim_kind"] == "ELBO bound" and 0 < result["bits_per_dim"] < 100
+    card = (run / "README.md").read_text()
+    assert "| FID |" in card and "samples.png" in card and (run / "samples.png").exists()
+    # The same seed gives the same numbers.
+    again = evaluate_run(run, n=200, progress=False, write=False)
+    assert again["fid"] == pytest.approx(result["fid"], rel=1e-6)
+
+
+def test_eval_two_folders(cache, digits, tmp_path):
+    train, _ = digits
+    pixgen.save_images(train.images[:100], tmp_path / "fake")
+    result = evaluate_sets("digits", tmp_path / "fake", image_size=SIZE, progress=False)
+    assert result["n_fake"] == 100 and result["fid"] >= 0 and 0 <= result["recall"] <= 1
+
+
+def test_eval_errors(cache, tmp_path):
+    with pytest.raises(ConfigError, match="needs a RUN"):
+        from pixgen.cli import cmd_eval, build_parser
+
+        cmd_eval(build_parser().parse_args(["eval", "--real", "digits"]))
+    if "torch_fidelity" not in {m.name for m in __import__("pkgutil").iter_modules()}:
+        with pytest.raises(ConfigError, match="pixgen\\[inception\\]"):
+            feats.get_extractor("inception", load_dataset("digits").info)
+    (tmp_path / "imgs").mkdir()
+    pixgen.save_images(torch.zeros(3, 1, 8, 8), tmp_path / "imgs")
+    info = load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=8).info
+    with pytest.raises(DataError, match="has no labels"):
+        feats.get_extractor("classifier", info, progress=False)
+
+
+def test_feature_set_holds_requested_labels(extractor, digits):
+    _, test = digits
+    fs = featurize(extractor, test.images[:20], requested=test.labels[:20])
+    assert isinstance(fs, FeatureSet) and fs.features.shape == (20, 64)
+    assert fs.probs.shape == (20, 10) and torch.allclose(fs.probs.sum(1), torch.ones(20))
+    result = score(featurize(extractor, test.images), fs, num_classes=10)
+    assert result["conditional_accuracy"] > 0.8  # real images are their own labels

@@ -1,0 +1,46 @@
+"""The shared likelihood convention, and the VAE's bound on real data."""
+
+import math
+
+import pytest
+import torch
+
+import pixgen
+from conftest import TINY_MODEL_ARGS, tiny_overrides
+from pixgen.data import load_dataset
+from pixgen.data.transforms import to_float
+from pixgen.likelihood import (bits_per_dim, continuous_nll_to_discrete,
+                               discretized_gaussian_log_likelihood)
+
+GRID = torch.arange(256, dtype=torch.float64) / 127.5 - 1
+
+
+@pytest.mark.parametrize("mean,scale", [(0.0, 0.1), (-0.97, 0.02), (0.5, 1.5), (1.2, 1e-3),
+                                        (0.3, 1e-4)])
+def test_discretized_gaussian_is_a_distribution_over_the_256_levels(mean, scale):
+    logp = discretized_gaussian_log_likelihood(
+        GRID, mean=torch.tensor(mean, dtype=torch.float64),
+        log_scale=torch.tensor(math.log(scale), dtype=torch.float64))
+    assert torch.all(logp <= 0)
+    assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bits_per_dim_of_the_uniform_distribution_is_8():
+    d = 3 * 16 * 16
+    assert bits_per_dim(d * math.log(256), d) == pytest.approx(8.0)
+    # a uniform density on [-1, 1]^D (log p = -D log 2) bounds the discrete NLL by 8 bits/dim
+    assert bits_per_dim(continuous_nll_to_discrete(torch.tensor(d * math.log(2)), d),
+                        d).item() == pytest.approx(8.0)
+
+
+def test_vae_bound_on_test_digits_halves_with_training(tmp_path):
+    test = to_float(load_dataset("digits", split="test", image_size=16).images[:200])
+    bpd = []
+    for steps in (1, 200):
+        model = pixgen.train("vae", data="digits", steps=steps, batch_size=32, image_size=16,
+                             out=tmp_path / str(steps), progress=False,
+                             overrides=tiny_overrides(**{"train.lr": 3e-3}),
+                             **TINY_MODEL_ARGS["vae"])
+        torch.manual_seed(0)
+        bpd.append(model.nll_bits_per_dim(test).mean().item())
+    assert bpd[1] < 0.5 * bpd[0], bpd
