@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +37,9 @@ from PIL import Image
 import pixgen
 from pixgen.data import load_dataset
 from pixgen.registry import MODELS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, update_section  # noqa: E402
 
 SETUPS = {
     # model: (dataset, image size, channels, batch size, model args)
@@ -146,18 +147,6 @@ def pixgen_rate(name: str, spec: str, size: int, batch: int, args: dict, *, step
     return float(np.mean([x["images_per_s"] for x in timed]))
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=100, help="timed steps per measurement")
@@ -209,20 +198,6 @@ def main() -> None:
     if args.write:
         update_section(Path(args.write), f"Training throughput ({args.device})",
                        header + "\n\n" + text)
-
-
-def update_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the '## title' section of a Markdown file."""
-    text = path.read_text() if path.exists() else "# pixgen benchmarks\n"
-    marker = f"## {title}\n"
-    section = f"{marker}\n{body}\n"
-    if marker in text:
-        start = text.index(marker)
-        end = text.find("\n## ", start + len(marker))
-        text = text[:start] + section + (text[end + 1:] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="real split to compare with (default: test)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass "
-                   "(default: 500)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
+                   "(default: 256)")
     p.add_argument("--real", metavar="DIR_OR_SPEC", help="real images: a dataset spec or a "
                    "folder")
     p.add_argument("--fake", metavar="DIR", help="a folder of generated images")

@@ -37,9 +37,9 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
     out = []
     starts = range(0, n, batch_size)
     if progress and len(starts) > 1:
-        from tqdm.auto import tqdm
+        from pixgen.utils.progress import progress_bar
 
-        starts = tqdm(starts, desc="sampling", unit="batch")
+        starts = progress_bar(starts, desc="sampling", unit="batch")
     for start in starts:
         m = min(batch_size, n - start)
         lab = labels[start : start + m].to(model.device) if labels is not None else None

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
+from pixgen.utils.progress import progress_bar
 
 from pixgen.errors import DataError
 
@@ -180,7 +180,7 @@ def _download_from(url: str, f: RemoteFile, folder: Path) -> str:
         try:
             digest = hashlib.sha256()
             got = 0
-            with os.fdopen(fd, "wb") as out, tqdm(total=expected or f.size, desc=f.filename,
+            with os.fdopen(fd, "wb") as out, progress_bar(total=expected or f.size, desc=f.filename,
                                                   unit="B", unit_scale=True, unit_divisor=1024,
                                                   leave=False, disable=None) as bar:
                 while chunk := response.read(_CHUNK):

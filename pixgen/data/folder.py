@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
+from pixgen.utils.progress import progress_bar
 
 from pixgen.data.base import ImageData
 from pixgen.errors import ConfigError, DataError
@@ -93,7 +93,7 @@ def decode_images(paths: list[Path], *, size: int) -> torch.Tensor:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         pool = ThreadPoolExecutor()
         try:
-            with tqdm(total=n, desc="decoding images", unit="img", leave=False,
+            with progress_bar(total=n, desc="decoding images", unit="img", leave=False,
                       disable=True if n <= PROGRESS_MIN_FILES else None) as bar:
                 for path, error in zip(paths, pool.map(work, range(n))):
                     if error is not None:

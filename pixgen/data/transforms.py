@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -61,3 +63,25 @@ def random_hflip(images: torch.Tensor, *, p: float = 0.5) -> torch.Tensor:
     """Flip each image of a batch left-right with probability ``p``, batched on its device."""
     flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < p
     return torch.where(flip, images.flip(-1), images)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur float images (N, C, H, W) with a separable Gaussian of std ``sigma`` pixels;
+    borders replicate the edge. ``sigma`` <= 0 returns the images unchanged."""
+    if sigma <= 0:
+        return images
+    radius = max(1, int(math.ceil(3 * sigma)))
+    r = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    k = torch.exp(-r**2 / (2 * sigma**2))
+    k = (k / k.sum()).to(images.dtype)
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def gaussian_noise(images: torch.Tensor, std: float, *,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add i.i.d. Gaussian noise of standard deviation ``std`` (in [-1, 1] units)."""
+    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+    return images + std * noise.to(images.device)

@@ -106,7 +106,7 @@ def test_bits_per_dim(model: Any, images: torch.Tensor, *, batch_size: int = 256
 
 def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier",
                  split: str = "test", seed: int = 0, device: str = "auto",
-                 batch_size: int = 500, data_dir: str | None = None,
+                 batch_size: int = 256, data_dir: str | None = None,
                  inception_weights: str | None = None, progress: bool = True,
                  write: bool = True) -> dict[str, Any]:
     """Score a trained run against real images; write eval.json and the model card.

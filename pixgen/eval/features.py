@@ -43,9 +43,9 @@ class FeatureExtractor:
     fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     num_classes: int
     device: torch.device
-    batch_size: int = 500
+    batch_size: int = 256
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, images: torch.Tensor, *, progress: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features (and probabilities) of uint8 images, batched, returned on the CPU."""
@@ -54,9 +54,9 @@ class FeatureExtractor:
         feats, probs = [], []
         chunks = images.split(self.batch_size)
         if progress and len(chunks) > 1:
-            from tqdm.auto import tqdm
+            from pixgen.utils.progress import progress_bar
 
-            chunks = tqdm(chunks, desc=f"{self.name} features", unit="batch", leave=False)
+            chunks = progress_bar(chunks, desc=f"{self.name} features", unit="batch", leave=False)
         for chunk in chunks:
             f, p = self.fn(chunk.to(self.device))
             feats.append(f.float().cpu())
@@ -121,10 +121,11 @@ def classifier_features(info: DataInfo, *, data_dir: str | None = None,
         import json
 
         acc = json.loads(eval_json.read_text()).get("test_accuracy")
-    model.eval()
+    fast = model.inference_copy()
 
     def fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return model.features_and_probs(to_float(images))
+        return fast.features_and_probs(to_float(images).contiguous(
+            memory_format=torch.channels_last))
 
     detail = f", test accuracy {100 * acc:.1f}%" if acc is not None else ""
     return FeatureExtractor("classifier", f"pixgen classifier on {info.spec} "

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from pixgen.utils.progress import progress_bar
+from pixgen.utils.progress import write as progress_write
 
 from pixgen.config import RunConfig, check_config, validate_model_args
 from pixgen.data import load_dataset
@@ -98,7 +99,7 @@ class NonFiniteGuard:
         if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             return True
         if not self._step_had_skip and self.in_a_row == 0:
-            tqdm.write(f"pixgen: warning: step {step}: non-finite loss or gradient in group "
+            progress_write(f"pixgen: warning: step {step}: non-finite loss or gradient in group "
                        f"{group!r}; skipping the update")
         self._step_had_skip = True
         return False
@@ -132,7 +133,7 @@ class GracefulStop:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write(f"pixgen: {signal.Signals(signum).name} received: finishing the current "
+        progress_write(f"pixgen: {signal.Signals(signum).name} received: finishing the current "
                    f"step and saving a checkpoint (Ctrl-C again to abort)")
 
     def __enter__(self) -> GracefulStop:
@@ -390,7 +391,7 @@ class Trainer:
                               data=vars(self.data_info),
                               training={"steps": self.step, "fid": result["fid"],
                                         "batch_size": t.batch_size, "seed": self.cfg.seed})
-        tqdm.write(f"step {self.step}: FID {result['fid']:.3f}, precision "
+        progress_write(f"step {self.step}: FID {result['fid']:.3f}, precision "
                    f"{result['precision']:.3f}, recall {result['recall']:.3f} "
                    f"(best FID {self.best_fid:.3f})")
         return values
@@ -419,7 +420,7 @@ class Trainer:
         tracker = MetricTracker()
         guard = NonFiniteGuard(t.max_nonfinite)
         self.model.train()
-        bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
+        bar = progress_bar(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc=self.run_dir.name)
         last_time, last_step = time.perf_counter(), self.step
         session_start = time.perf_counter()

@@ -83,6 +83,22 @@ def test_transforms():
     assert 10 < int(is_flipped.sum()) < 54
 
 
+def test_blur_and_noise_degradations():
+    x = torch.zeros(2, 3, 15, 15)
+    x[:, :, 7, 7] = 1.0
+    blurred = T.gaussian_blur(x, 1.5)
+    assert blurred.shape == x.shape
+    assert torch.allclose(blurred.sum((2, 3)), torch.ones(2, 3), atol=1e-5)  # mass kept
+    assert blurred[0, 0, 7, 7] == blurred.max() and blurred[0, 0, 7, 7] < 0.1
+    assert torch.allclose(blurred[0, 0], blurred[0, 0].T, atol=1e-6)  # isotropic
+    assert torch.equal(T.gaussian_blur(x, 0), x)
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    assert torch.allclose(T.gaussian_blur(flat, 2.0), flat)  # edges replicate
+    gen = torch.Generator().manual_seed(0)
+    noisy = T.gaussian_noise(torch.zeros(1, 1, 100, 100), 0.2, generator=gen)
+    assert abs(noisy.std().item() - 0.2) < 0.01 and abs(noisy.mean().item()) < 0.01
+
+
 def test_batcher_is_a_function_of_the_step_and_shards_by_rank():
     data = load_dataset("digits", num_images=100, image_size=8)
     full = DeviceBatcher(data, 20, seed=1)

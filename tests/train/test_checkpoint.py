@@ -30,6 +30,10 @@ def test_atomic_write_replaces_or_leaves_the_old_file(tmp_path):
         ckpt.atomic_write(path, crash)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temporary left
+    if os.name == "posix":  # the usual permissions, not mkstemp's private 0600
+        mask = os.umask(0)
+        os.umask(mask)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_load_round_trip(tmp_path):
