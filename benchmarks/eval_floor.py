@@ -105,7 +105,8 @@ def main() -> None:
              f"{args.image_size} px. Scores depend on the features, the image counts and the "
              "size: compare a model's `pixgen eval` figures only with rows of the same dataset "
              "and features. Noise std is in [-1, 1] units (0.1 = 12.75 of 255 grey levels); "
-             "blur sigma in pixels.", ""]
+             "blur sigma in pixels. KID is the unbiased estimator, so it dips below 0 when the "
+             "two sets come from the same distribution.", ""]
     for spec in specs:
         rows, n_train, n_test, description = ladder(spec, args.image_size)
         lines += [f"**{spec}** ({n_train} reference images, {n_test} scored; {description})",

@@ -7,6 +7,7 @@ The public API::
     model = pixgen.load("runs/dcgan-digits")
     images = model.sample(16)            # (16, C, H, W) in [-1, 1]
     pixgen.save_grid(images, "grid.png")
+    report = pixgen.evaluate_run("runs/dcgan-digits")   # FID, KID, IS, precision/recall...
 """
 
 __version__ = "0.1.0"
@@ -15,9 +16,10 @@ from pixgen.api import generate, list_datasets, list_models, load, train  # noqa
 from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
 from pixgen.errors import PixgenError  # noqa: E402
+from pixgen.eval.evaluate import evaluate_run, evaluate_sets  # noqa: E402
 from pixgen.models.base import GenerativeModel, PixgenModel  # noqa: E402
 from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
 __all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
-           "generate", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
+           "evaluate_run", "evaluate_sets", "generate", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
            "save_images", "train", "__version__"]
