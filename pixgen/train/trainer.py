@@ -392,8 +392,8 @@ class Trainer:
                               training={"steps": self.step, "fid": result["fid"],
                                         "batch_size": t.batch_size, "seed": self.cfg.seed})
         progress_write(f"step {self.step}: FID {result['fid']:.3f}, precision "
-                   f"{result['precision']:.3f}, recall {result['recall']:.3f} "
-                   f"(best FID {self.best_fid:.3f})")
+                       f"{result['precision']:.3f}, recall {result['recall']:.3f} "
+                       f"(best FID {self.best_fid:.3f})")
         return values
 
     def _report_test_accuracy(self, logger: RunLogger) -> None:

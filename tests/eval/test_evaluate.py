@@ -110,6 +110,24 @@ def test_evaluate_run_writes_report_and_model_card(cache, tmp_path, capsys):
     assert again["fid"] == pytest.approx(result["fid"], rel=1e-6)
 
 
+def test_eval_every_logs_scores_and_keeps_the_best_checkpoint(cache, tmp_path, capsys):
+    run = tmp_path / "dcgan"
+    pixgen.train("dcgan", data="digits", steps=6, batch_size=16, image_size=SIZE, out=run,
+                 progress=False, overrides=tiny_overrides(**{"train.eval_every": 3,
+                                                            "train.eval_n": 100}),
+                 **TINY_MODEL_ARGS["dcgan"])
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    scored = [x for x in logged if "eval/fid" in x]
+    assert [x["step"] for x in scored] == [3, 6]
+    for x in scored:
+        assert x["eval/fid"] > 0 and 0 <= x["eval/recall"] <= 1 and "eval/kid_mean" in x
+    best = json.loads((run / "best" / "config.json").read_text())["training"]
+    assert best["fid"] == min(x["eval/fid"] for x in scored)
+    assert best["steps"] == next(x["step"] for x in scored if x["eval/fid"] == best["fid"])
+    assert pixgen.load(run / "best").sample(2).shape == (2, 1, SIZE, SIZE)
+    assert "FID" in capsys.readouterr().out
+
+
 def test_eval_two_folders(cache, digits, tmp_path):
     train, _ = digits
     pixgen.save_images(train.images[:100], tmp_path / "fake")
