@@ -276,25 +276,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_listing(entries: dict[str, str], footer: str = "") -> int:
+    width = max(map(len, entries))
+    for name, text in entries.items():
+        print(f"{name:<{width}}  {text}")
+    if footer:
+        print(f"{'':<{width}}  {footer}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import pixgen
 
-    models = pixgen.list_models()
-    width = max(map(len, models))
-    for name, text in models.items():
-        print(f"{name:<{width}}  {text}")
-    return 0
+    return _print_listing(pixgen.list_models())
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     import pixgen
 
-    datasets = pixgen.list_datasets()
-    width = max(map(len, datasets))
-    for name, text in datasets.items():
-        print(f"{name:<{width}}  {text}")
-    print(f"{'':<{width}}  (use as --data NAME; folders as --data folder:PATH)")
-    return 0
+    return _print_listing(pixgen.list_datasets(),
+                          "(use as --data NAME; folders as --data folder:PATH)")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
