@@ -64,7 +64,10 @@ def featurize(extractor: FeatureExtractor, images: torch.Tensor, *, progress: bo
 
 def score(real: FeatureSet, fake: FeatureSet, *, num_classes: int, seed: int = 0,
           kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict[str, Any]:
-    """Every sample-quality metric of ``fake`` against ``real`` from their features."""
+    """Every sample-quality metric of ``fake`` against ``real`` from their features.
+
+    ``num_classes``: the dataset classes that the extractor's probabilities are over, or 0
+    when they are over other classes (Inception's ImageNet): then only IS uses them."""
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {"fid": M.fid_from_features(real.features, fake.features)}
     out["kid_mean"], out["kid_std"] = M.kid_from_features(
@@ -72,8 +75,9 @@ def score(real: FeatureSet, fake: FeatureSet, *, num_classes: int, seed: int = 0
         generator=gen)
     out["precision"], out["recall"] = M.precision_recall(real.features, fake.features)
     out["density"], out["coverage"] = M.density_coverage(real.features, fake.features)
-    if fake.probs is not None and num_classes:
+    if fake.probs is not None:
         out["is_mean"], out["is_std"] = M.inception_score(fake.probs)
+    if fake.probs is not None and num_classes:
         pred = fake.probs.argmax(1)
         hist = M.class_histogram_stats(pred, num_classes)
         out["classes_hit"] = hist["classes_hit"]
@@ -92,15 +96,20 @@ def _real_images(info: DataInfo, *, split: str, data_dir: str | None) -> ImageDa
 
 
 @torch.no_grad()
-def test_bits_per_dim(model: Any, images: torch.Tensor, *, batch_size: int = 256,
+def mean_bits_per_dim(model: Any, images: torch.Tensor, *, batch_size: int = 256,
                       device: torch.device | str = "cpu") -> float:
-    """Mean bits/dim (or its bound) of uint8 ``images`` under a likelihood model."""
-    torch.manual_seed(0)  # bounds that sample (ELBO) are reproducible
+    """Mean bits/dim (or its bound) of uint8 ``images`` under a likelihood model.
+
+    Bounds that sample (the ELBO) use a fixed seed, so the figure is reproducible; the
+    caller's random state is left as it was."""
     total, count = 0.0, 0
-    for chunk in images.split(batch_size):
-        bpd = model.nll_bits_per_dim(to_float(chunk.to(device)))
-        total += float(bpd.double().sum())
-        count += len(chunk)
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        for chunk in images.split(batch_size):
+            bpd = model.nll_bits_per_dim(to_float(chunk.to(device)))
+            total += float(bpd.double().sum())
+            count += len(chunk)
     return total / count
 
 
@@ -147,10 +156,9 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
     fake_images = pixgen.generate(model, n, seed=seed, labels=requested,
                                   batch_size=batch_size, progress=progress)
     fake = featurize(extractor, to_uint8(fake_images), progress=progress, requested=requested)
-    num_classes = extractor.num_classes if features == "classifier" else 0
-    result = score(real, fake, num_classes=num_classes, seed=seed)
+    result = score(real, fake, num_classes=extractor.label_classes, seed=seed)
     if model.can("nll_bits_per_dim"):
-        result["bits_per_dim"] = test_bits_per_dim(model, real_data.images,
+        result["bits_per_dim"] = mean_bits_per_dim(model, real_data.images,
                                                    batch_size=batch_size, device=model.device)
         result["bits_per_dim_kind"] = getattr(model, "bits_per_dim_kind", "exact")
     result.update({
@@ -188,7 +196,8 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
 
     dev = resolve_device(device)
     real_spec = real if not Path(real).expanduser().is_dir() else f"folder:{real}"
-    real_split = split if real_spec.startswith("folder:") is False else "train"
+    # a plain folder is one set: its images are read as the "train" split
+    real_split = "train" if real_spec.startswith("folder:") else split
     real_data = load_dataset(real_spec, split=real_split, image_size=image_size,
                              channels=channels, data_dir=data_dir)
     info = real_data.info
@@ -198,7 +207,7 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
                               weights=inception_weights)
     result = score(featurize(extractor, real_data.images, progress=progress),
                    featurize(extractor, fake_data.images, progress=progress),
-                   num_classes=extractor.num_classes if features == "classifier" else 0)
+                   num_classes=extractor.label_classes)
     result.update({"n_fake": len(fake_data), "n_real": len(real_data),
                    "real": f"{real_spec} ({real_split} split)", "fake": str(fake),
                    "features": extractor.description, "feature_extractor": features})

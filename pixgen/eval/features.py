@@ -44,6 +44,14 @@ class FeatureExtractor:
     num_classes: int
     device: torch.device
     batch_size: int = 256
+    #: True when the probabilities are over the dataset's own classes (the classifier), so
+    #: mode coverage and conditional accuracy mean something; False for ImageNet classes.
+    dataset_classes: bool = True
+
+    @property
+    def label_classes(self) -> int:
+        """The dataset classes the probabilities are over, or 0 (only IS uses them)."""
+        return self.num_classes if self.dataset_classes else 0
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, *, progress: bool = False
@@ -166,7 +174,7 @@ def inception_features(info: DataInfo, *, device: torch.device | str = "cpu",
         return feats, torch.softmax(logits.double(), dim=1).float()
 
     return FeatureExtractor("inception", "FID InceptionV3 (2048-d pool3, torch-fidelity)", fn,
-                            1008, torch.device(device), batch_size=100)
+                            1008, torch.device(device), batch_size=100, dataset_classes=False)
 
 
 def get_extractor(name: str, info: DataInfo, **kwargs: Any) -> FeatureExtractor:

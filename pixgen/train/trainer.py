@@ -379,7 +379,7 @@ class Trainer:
         finally:
             model.train(was_training)
         result = score(real_set, featurize(extractor, to_uint8(images), requested=labels),
-                       num_classes=extractor.num_classes, seed=self.cfg.seed)
+                       num_classes=extractor.label_classes, seed=self.cfg.seed)
         values = {f"eval/{k}": float(v) for k, v in result.items()
                   if isinstance(v, (int, float))}
         logger.log(self.step, values)

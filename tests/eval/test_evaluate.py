@@ -157,3 +157,17 @@ def test_feature_set_holds_requested_labels(extractor, digits):
     assert fs.probs.shape == (20, 10) and torch.allclose(fs.probs.sum(1), torch.ones(20))
     result = score(featurize(extractor, test.images), fs, num_classes=10)
     assert result["conditional_accuracy"] > 0.8  # real images are their own labels
+
+
+def test_probabilities_over_other_classes_give_is_but_no_mode_coverage():
+    gen = torch.Generator().manual_seed(0)
+    real = FeatureSet(torch.randn(200, 8, generator=gen), None, None, 200)
+    probs = torch.softmax(torch.randn(200, 1008, generator=gen), 1)
+    fake = FeatureSet(torch.randn(200, 8, generator=gen), probs, None, 200)
+    imagenet = score(real, fake, num_classes=0)
+    assert imagenet["is_mean"] > 1 and "classes_hit" not in imagenet
+    own = score(real, fake, num_classes=1008)
+    assert own["is_mean"] == imagenet["is_mean"] and "classes_hit" in own
+    ext = feats.FeatureExtractor("x", "", lambda x: (x, None), 1008, torch.device("cpu"),
+                                 dataset_classes=False)
+    assert ext.label_classes == 0
