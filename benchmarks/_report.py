@@ -39,3 +39,11 @@ def update_section(path: str | Path, title: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def publish(body: str, *, title: str, write: str | Path | None) -> None:
+    """Print a benchmark's Markdown section, and put it into ``write`` when given."""
+    print(body)
+    if write:
+        update_section(write, title, body)
+        print(f"updated {write}")

@@ -12,6 +12,7 @@ The public API::
 
 __version__ = "0.1.0"
 
+from pixgen.apps.translate import translate, translate_files  # noqa: E402
 from pixgen.api import generate, list_datasets, list_models, load, train  # noqa: E402
 from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
@@ -22,4 +23,4 @@ from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
 __all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
            "evaluate_run", "evaluate_sets", "generate", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
-           "save_images", "train", "__version__"]
+           "save_images", "train", "translate", "translate_files", "__version__"]

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, metavar="K,K,...",
                    help="class labels for class-conditional models, one per image, or one "
                    "label for all")
+    p.add_argument("--per-class", type=int, default=None, metavar="K",
+                   help="class-conditional models: K samples of every class, one grid row per "
+                   "class (replaces --n and --labels)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature, for models that take one (default: 1)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
@@ -150,6 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_run_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("translate", help="translate images between two domains (cyclegan)",
+                       formatter_class=_Formatter,
+                       description="Translate an image or a folder of images with a trained "
+                       "translation model; writes one PNG per input into --out and "
+                       "translations.png, each input above its translation.",
+                       epilog="examples:\n  pixgen translate runs/cyclegan-shapes-ab --input "
+                       "photo.png --out translated/\n  pixgen translate runs/cyclegan "
+                       "--input testB/ --direction BtoA --out fakeA/")
+    p.add_argument("run", help="run directory of a translation model (cyclegan)")
+    p.add_argument("--input", required=True, metavar="IMAGE_OR_DIR",
+                   help="an image file, or a folder of images (searched recursively)")
+    p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
+                   help="AtoB (domain A to B) or BtoA (default: AtoB)")
+    p.add_argument("--out", default="translated", metavar="DIR",
+                   help="output folder (default: translated)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass "
+                   "(default: 64)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("models", help="list the models", formatter_class=_Formatter)
     p.set_defaults(func=cmd_models)
@@ -226,6 +249,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
     model = pixgen.load(args.run, device=args.device or "auto")
+    if args.per_class is not None:
+        if args.labels is not None:
+            raise ConfigError("give either --labels or --per-class, not both")
+        if args.per_class < 1:
+            raise ConfigError(f"--per-class must be at least 1, not {args.per_class}")
+        model.require("class_conditional", "--per-class")
+        num_classes = model.config["num_classes"]
+        args.n = num_classes * args.per_class
+        args.labels = ",".join(str(k) for k in range(num_classes) for _ in range(args.per_class))
+        args.nrow = args.per_class
     labels = _parse_labels(args.labels, args.n)
     kwargs = {} if args.temperature is None else {"temperature": args.temperature}
     images = pixgen.generate(model, args.n, seed=args.seed, labels=labels,
@@ -273,6 +306,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.run:
             print(f"wrote {Path(args.run) / 'eval.json'} and the model card "
                   f"{Path(args.run) / 'README.md'}")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    import pixgen
+
+    model = pixgen.load(args.run, device=args.device or "auto")
+    written = pixgen.translate_files(model, args.input, args.out, direction=args.direction,
+                                     batch_size=args.batch_size)
+    print(f"translated {len(written) - 1} image(s) {args.direction} into {args.out}/; "
+          f"side by side: {written[-1]}")
     return 0
 
 

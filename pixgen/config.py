@@ -21,6 +21,9 @@ import yaml
 from pixgen.errors import ConfigError, did_you_mean
 
 
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
 @dataclass
 class DataConfig:
     """Which images to train on.
@@ -55,6 +58,10 @@ class TrainConfig:
         group_lr: per-group learning rates, e.g. {"disc": 4e-4} (overrides lr).
         betas: Adam betas for every group; None uses the model's defaults.
         weight_decay: AdamW weight decay.
+        lr_schedule: "constant", "linear" (constant, then linear decay to 0 from
+            lr_decay_start) or "cosine" (cosine decay to 0 from lr_decay_start); None uses
+            the model's default (constant for most; linear for cyclegan, as in its paper).
+        lr_decay_start: fraction of train.steps after which a decaying schedule starts.
         grad_clip: clip each group's gradient norm to this value; None disables clipping.
         grad_accum: split each batch into this many micro-batches (same result, less memory).
         ema_halflife_kimg: half-life of the weights' exponential moving average in thousands
@@ -84,6 +91,8 @@ class TrainConfig:
     group_lr: dict[str, float] = field(default_factory=dict)
     betas: list[float] | None = None
     weight_decay: float = 0.0
+    lr_schedule: str | None = None
+    lr_decay_start: float = 0.5
     grad_clip: float | None = None
     grad_accum: int = 1
     ema_halflife_kimg: float | None = None
@@ -254,6 +263,11 @@ def set_key(cfg: RunConfig, key: str, value: Any, *, source: str = "--set") -> N
             raise ConfigError(f"{source}: unknown key {key!r}"
                               f"{did_you_mean('.'.join(parts[: i + 1]), valid)}; "
                               f"valid keys here: {', '.join(valid)}")
+        if i == len(parts) - 2 and typing.get_origin(types_[part]) is dict:
+            # train.group_lr.disc=4e-4: one entry of a mapping
+            _, vt = typing.get_args(types_[part])
+            getattr(target, part)[parts[-1]] = coerce(value, vt, what=f"{source} {key}")
+            return
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(types_[part]):
                 raise ConfigError(f"{source}: {key!r} is a section; set one of its keys, "
@@ -301,6 +315,10 @@ def check_config(cfg: RunConfig) -> None:
                                                    f"{t.group_lr}"),
         (t.betas is None or (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas)),
          f"train.betas must be two numbers in [0, 1), not {t.betas}"),
+        (t.lr_schedule in (None, *LR_SCHEDULES),
+         f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {t.lr_schedule!r}"),
+        (0 <= t.lr_decay_start <= 1,
+         f"train.lr_decay_start must be a fraction in [0, 1], not {t.lr_decay_start}"),
         (t.weight_decay >= 0, f"train.weight_decay must be >= 0, not {t.weight_decay}"),
         (t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be positive or none, "
                                                  f"not {t.grad_clip}"),

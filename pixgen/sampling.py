@@ -28,6 +28,7 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
     """
     if n < 1:
         raise ConfigError(f"the number of samples must be at least 1, not {n}")
+    model.require("sample", "sampling")
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long)
         if len(labels) != n:

@@ -9,6 +9,8 @@ os.environ.setdefault("PIXGEN_DATA_DIR", "/nonexistent-pixgen-test-data")
 TINY_MODEL_ARGS: dict[str, dict] = {
     "gan-mlp": {"hidden": [16, 16], "z_dim": 8},
     "dcgan": {"width": 8, "z_dim": 8},
+    "cgan": {"width": 8, "z_dim": 8, "embed_dim": 4},
+    "cyclegan": {"width": 4, "n_blocks": 1, "pool_size": 3},
     "vae": {"width": 8, "latent_dim": 4},
 }
 

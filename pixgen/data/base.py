@@ -25,6 +25,8 @@ class DataInfo:
     channels: int
     num_classes: int = 0
     class_names: list[str] = field(default_factory=list)
+    #: names of the two domains of unpaired data (A first), else empty
+    domains: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -36,16 +38,24 @@ class ImageData:
         labels: int64 tensor (N,), or None for unlabelled data.
         class_names: one name per class (empty when unlabelled).
         spec: the spec string it was loaded from.
+        images_b: unpaired two-domain data: the domain-B images (``images`` is domain A),
+            same size and channels, any count; else None.
+        domains: the names of domains A and B when ``images_b`` is set.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     class_names: list[str]
     spec: str
+    images_b: torch.Tensor | None = None
+    domains: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError("images must be a uint8 (N, C, H, W) tensor")
+        if self.images_b is not None and (self.images_b.dtype != torch.uint8
+                                          or self.images_b.shape[1:] != self.images.shape[1:]):
+            raise ValueError("images_b must be uint8 images shaped like images")
         if self.labels is not None and self.labels.shape != (len(self.images),):
             raise ValueError("labels must have one entry per image")
 
@@ -59,15 +69,20 @@ class ImageData:
     @property
     def info(self) -> DataInfo:
         return DataInfo(self.spec, self.images.shape[-1], self.images.shape[1],
-                        self.num_classes, list(self.class_names) if self.labels is not None else [])
+                        self.num_classes, list(self.class_names) if self.labels is not None else [],
+                        list(self.domains) if self.images_b is not None else [])
 
     def to(self, device: torch.device | str) -> ImageData:
         labels = None if self.labels is None else self.labels.to(device)
-        return ImageData(self.images.to(device), labels, self.class_names, self.spec)
+        b = None if self.images_b is None else self.images_b.to(device)
+        return ImageData(self.images.to(device), labels, self.class_names, self.spec, b,
+                         self.domains)
 
     def subset(self, index: torch.Tensor | slice) -> ImageData:
+        """Some of the images; unpaired data keeps all of its domain-B images."""
         labels = None if self.labels is None else self.labels[index]
-        return ImageData(self.images[index], labels, self.class_names, self.spec)
+        return ImageData(self.images[index], labels, self.class_names, self.spec,
+                         self.images_b, self.domains)
 
 
 class DatasetFactory(Protocol):
@@ -118,10 +133,22 @@ def load_dataset(spec: str, *, split: str = "train", image_size: int | None = No
     if num_images is not None and len(images) > num_images:
         data = data.subset(slice(0, num_images))
         images = data.images
+    images = _convert(images, channels=channels, image_size=image_size)
+    images_b = data.images_b
+    if images_b is not None:
+        if num_images is not None:
+            images_b = images_b[:num_images]
+        images_b = _convert(images_b, channels=channels or images.shape[1],
+                            image_size=image_size or images.shape[-1])
+    return ImageData(images, data.labels, data.class_names, spec, images_b, data.domains)
+
+
+def _convert(images: torch.Tensor, *, channels: int | None,
+             image_size: int | None) -> torch.Tensor:
     if channels is not None:
         images = transforms.to_channels(images, channels)
     if image_size is not None:
         if images.shape[-2] != images.shape[-1]:
             images = transforms.center_crop(images)
         images = transforms.resize(images, image_size)
-    return ImageData(images.contiguous(), data.labels, data.class_names, spec)
+    return images.contiguous()

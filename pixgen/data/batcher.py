@@ -16,7 +16,8 @@ class DeviceBatcher:
     Each epoch is a seeded permutation of the dataset (the last incomplete batch is
     dropped); a step's batch is a slice of it, gathered on the device and scaled to [-1, 1].
     Because the batch depends only on the step, a resumed run sees exactly the batches an
-    uninterrupted run would, whatever the world size. Random flips, when on, are drawn from
+    uninterrupted run would, whatever the world size. Unpaired two-domain data also serves
+    a domain-B batch, from its own seeded permutations of domain B. Random flips, when on, are drawn from
     the global RNG on the device (its state is part of the training checkpoint).
 
     Args:
@@ -41,19 +42,28 @@ class DeviceBatcher:
         self.seed = seed
         self.hflip = hflip
         self.local = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
+        if data.images_b is not None and batch_size > len(data.images_b):
+            raise ConfigError(f"batch size {batch_size} is larger than domain B of the dataset "
+                              f"({len(data.images_b)} images); lower --batch-size")
         self.steps_per_epoch = len(data) // batch_size
-        self._epoch = -1
-        self._perm: torch.Tensor | None = None
+        self._perms: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def _permutation(self, n: int, epoch: int, stream: int) -> torch.Tensor:
+        key = (n, epoch, stream)
+        if key not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + stream * 7_919_993)
+            self._perms = {k: v for k, v in self._perms.items() if k[2] != stream}
+            self._perms[key] = torch.randperm(n, generator=g).to(self.data.images.device)
+        return self._perms[key]
+
+    def _slice(self, n: int, step: int, stream: int) -> torch.Tensor:
+        epoch, i = divmod(step, n // self.batch_size)
+        perm = self._permutation(n, epoch, stream)
+        return perm[i * self.batch_size : (i + 1) * self.batch_size][self.local]
 
     def indices(self, step: int) -> torch.Tensor:
         """Dataset indices of this process's share of global step ``step``."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(len(self.data), generator=g).to(self.data.images.device)
-            self._epoch = epoch
-        assert self._perm is not None
-        return self._perm[i * self.batch_size : (i + 1) * self.batch_size][self.local]
+        return self._slice(len(self.data), step, 0)
 
     def __call__(self, step: int) -> Batch:
         idx = self.indices(step)
@@ -61,4 +71,10 @@ class DeviceBatcher:
         if self.hflip:
             images = random_hflip(images)
         labels = self.data.labels[idx] if self.data.labels is not None else None
-        return Batch(images, labels)
+        images_b = None
+        if self.data.images_b is not None:  # unpaired: domain B in its own order
+            images_b = to_float(self.data.images_b[self._slice(len(self.data.images_b),
+                                                               step, 1)])
+            if self.hflip:
+                images_b = random_hflip(images_b)
+        return Batch(images, labels, images_b)

@@ -224,3 +224,32 @@ def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir
     other_parts = [p.relative_to(other).parts for p in scan_images(other)] if other else []
     labels, class_names = _labels([p.relative_to(folder).parts for p in paths], other_parts)
     return ImageData(images, labels, class_names, f"folder:{arg}")
+
+
+@DATASETS.register("unpaired", help="two unpaired image domains: unpaired:PATH with the "
+                   "CycleGAN layout trainA/ trainB/ testA/ testB/ (default 64px)")
+def load_unpaired(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
+                  download: bool) -> ImageData:
+    """Domain A as ``images`` and domain B as ``images_b`` of one split (unlabelled)."""
+    if not arg:
+        raise ConfigError("dataset 'unpaired' needs a path: unpaired:PATH, a folder with "
+                          "trainA/, trainB/, testA/ and testB/ (e.g. unpaired:~/horse2zebra)")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise DataError(f"unpaired image folder {root} does not exist"
+                        if not root.exists() else f"{root} is not a folder")
+    folders = [root / f"{split}{d}" for d in ("A", "B")]
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(f"{root} has no {folder.name}/ folder; unpaired:PATH needs the "
+                            f"CycleGAN layout trainA/ trainB/ testA/ testB/")
+    domains = []
+    for folder in folders:
+        paths = scan_images(folder)
+        if not paths:
+            raise DataError(_no_images_message(folder))
+        domains.append(decode_images(paths, size=image_size or DEFAULT_SIZE))
+    a, b = domains
+    if a.shape[1] != b.shape[1]:  # one grayscale domain, one colour: both in RGB
+        a, b = a.expand(-1, 3, -1, -1).contiguous(), b.expand(-1, 3, -1, -1).contiguous()
+    return ImageData(a, None, [], f"unpaired:{arg}", b, ["A", "B"])

@@ -165,6 +165,25 @@ def _factory(style: str, spec: str):
     return load
 
 
+def _unpaired(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
+              download: bool, num_images: int | None = None) -> ImageData:
+    """shapes-a as domain A, shapes-b as domain B. In the train split the two domains are
+    drawn from different seeds, so no image has a counterpart: the data is truly unpaired.
+    The test split renders the same content in both domains, so a translation of test image
+    k can be compared with its ground truth, test image k of the other domain."""
+    if arg:
+        raise ConfigError(f"dataset 'shapes-ab' takes no argument (got shapes-ab:{arg})")
+    n = num_images or SPLIT_SIZES[split]
+    size = image_size or DEFAULT_SIZE
+    a, _ = generate_shapes(n, size=size, style="a", seed=_SPLIT_SEEDS[split])
+    b_seed = _SPLIT_SEEDS[split] + (100 if split == "train" else 0)
+    b, _ = generate_shapes(n, size=size, style="b", seed=b_seed)
+    return ImageData(a, None, [], "shapes-ab", b, ["shapes-a", "shapes-b"])
+
+
+_unpaired.procedural = True  # type: ignore[attr-defined]
+DATASETS.register("shapes-ab", help="unpaired domains for translation (CycleGAN): shapes-a "
+                  "as A, shapes-b as B; the test split is paired for checking")(_unpaired)
 DATASETS.register("shapes", help="built-in coloured shapes on dark gradients (5 classes, "
                   "10k train / 2k test, any size, default 32px RGB)")(_factory("default", "shapes"))
 DATASETS.register("shapes-a", help="shapes domain A: filled shapes on light gradients "

@@ -140,6 +140,8 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
     t0 = time.perf_counter()
     model = pixgen.load(run, device=device)
     meta = model.meta
+    if model.can("translate"):
+        model.require("sample", "`pixgen eval RUN`")
     if not model.can("sample"):
         raise ConfigError(f"{model.name!r} does not generate images; `pixgen eval` scores "
                           f"generative models (the classifier reports its test accuracy when "

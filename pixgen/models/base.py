@@ -26,19 +26,29 @@ class Batch:
     Attributes:
         images: float (N, C, H, W) in [-1, 1].
         labels: int64 (N,), or None for unlabelled data.
+        images_b: for unpaired two-domain data (CycleGAN), a batch of domain-B images drawn
+            independently of ``images`` (domain A); else None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
+    images_b: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def split(self, parts: int) -> list[Batch]:
         """Split into ``parts`` equal micro-batches (gradient accumulation)."""
-        imgs = self.images.chunk(parts)
-        labels = self.labels.chunk(parts) if self.labels is not None else [None] * parts
-        return [Batch(i, lab) for i, lab in zip(imgs, labels)]
+        def chunks(t: torch.Tensor | None) -> list[Any]:
+            return list(t.chunk(parts)) if t is not None else [None] * parts
+
+        return [Batch(*fields) for fields in
+                zip(chunks(self.images), chunks(self.labels), chunks(self.images_b))]
+
+    def to_memory_format(self, fmt: torch.memory_format) -> Batch:
+        """The same batch with its images in ``fmt`` (e.g. channels_last)."""
+        b = self.images_b.contiguous(memory_format=fmt) if self.images_b is not None else None
+        return Batch(self.images.contiguous(memory_format=fmt), self.labels, b)
 
 
 def randn(*shape: int, generator: torch.Generator | None = None,
@@ -75,12 +85,16 @@ class PixgenModel(nn.Module):
     Class attributes:
         default_optim: Adam settings per parameter group, e.g. {"gen": {"lr": 2e-4, ...}}.
         default_ema_halflife_kimg: EMA half-life used when the run config does not set one.
+        default_lr_schedule: learning-rate schedule used when the run config does not set one.
         capabilities: optional capabilities (see CAPABILITIES) the family provides.
     """
 
     registered_name: ClassVar[str] = ""
     default_optim: ClassVar[dict[str, dict[str, Any]]] = {}
     default_ema_halflife_kimg: ClassVar[float] = 0.0
+    default_lr_schedule: ClassVar[str] = "constant"
+    #: train conv nets on channels-last tensors (faster for plain convs and batch norm)
+    prefers_channels_last: ClassVar[bool] = True
     capabilities: ClassVar[frozenset[str]] = frozenset()
     config: dict[str, Any]
 
@@ -114,6 +128,22 @@ class PixgenModel(nn.Module):
                         ) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
         raise NotImplementedError
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """Tensors a model keeps only for training (e.g. CycleGAN's image pools): saved in
+        state.pt so a resumed run continues exactly, but not in the weights."""
+        return {}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`training_state` returned."""
+
+    def diagnose(self, values: dict[str, float]) -> dict[str, str]:
+        """Training-stability warnings from one log step's mean values ({"group/key": v}).
+
+        Returns {alarm name: message}; the trainer prints each alarm once and logs it as
+        ``diag/<name>``. Default: nothing to say.
+        """
+        return {}
+
     # -- helpers ------------------------------------------------------------------------
     @classmethod
     def config_from_data(cls, info: Any) -> dict[str, Any]:
@@ -145,6 +175,12 @@ class PixgenModel(nn.Module):
         """Raise a clear error when ``action`` needs a capability this model lacks."""
         if not self.can(capability):
             from pixgen.registry import MODELS
+
+            if capability == "sample" and self.can("translate"):
+                raise PixgenError(
+                    f"{action} needs a generative model; {self.name!r} translates images "
+                    f"instead: `pixgen translate RUN --input testA/ --out fakeB/`, then score "
+                    f"the translations with `pixgen eval --real DOMAIN_B --fake fakeB/`")
 
             able = [n for n in MODELS.names() if capability in MODELS.get(n).capabilities]
             raise PixgenError(f"{action} needs a model with {capability!r}; "

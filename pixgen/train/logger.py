@@ -50,6 +50,7 @@ class RunLogger:
             self.path.write_text("".join(line + "\n" for line in keep))
         elif not start_step:
             self.path.write_text("")
+        self._pending: tuple[int, dict[str, Any]] | None = None
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -57,14 +58,27 @@ class RunLogger:
             self.tb = SummaryWriter(log_dir=str(run_dir), purge_step=start_step or None)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
-                 for k, v in values.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **clean}) + "\n")
+        """Record values of ``step``; everything logged for one step becomes one JSON line
+        (written by :meth:`flush`, which the trainer calls after every step)."""
+        if self._pending is not None and self._pending[0] != step:
+            self.flush()
+        if self._pending is None:
+            self._pending = (step, {})
+        self._pending[1].update(values)
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, step)
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        step, values = self._pending
+        self._pending = None
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
+                 for k, v in values.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
 
     def image(self, tag: str, grid_hwc: Any, step: int) -> None:
         if self.tb is not None:
@@ -72,5 +86,6 @@ class RunLogger:
                               else "HW")
 
     def close(self) -> None:
+        self.flush()
         if self.tb is not None:
             self.tb.close()

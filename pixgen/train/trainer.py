@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import signal
 import threading
 import time
@@ -23,11 +24,13 @@ from pixgen.utils.progress import write as progress_write
 from pixgen.config import RunConfig, check_config, validate_model_args
 from pixgen.data import load_dataset
 from pixgen.data.batcher import DeviceBatcher
+from pixgen.data.transforms import to_float
 from pixgen.errors import CheckpointError, ConfigError, PixgenError, TrainingDiverged
 from pixgen.models.base import Batch, PixgenModel
 from pixgen.registry import MODELS
 from pixgen.sampling import generate as pixgen_generate
 from pixgen.train import checkpoint as ckpt
+from pixgen.train.diagnostics import StabilityMonitor
 from pixgen.train.logger import MetricTracker, RunLogger
 from pixgen.utils.images import make_grid, save_image
 
@@ -170,6 +173,19 @@ def build_optimizers(model: PixgenModel, cfg: RunConfig, device: torch.device
     return optimizers, groups
 
 
+def lr_factor(schedule: str, *, step: int, steps: int, decay_start: float) -> float:
+    """Learning-rate multiplier at ``step``: 1 until ``decay_start * steps``, then a linear
+    or cosine decay reaching 0 at ``steps`` (CycleGAN, Zhu et al. 2017, sec. 4: constant for
+    half the epochs, then linear to zero)."""
+    start = decay_start * steps
+    if schedule == "constant" or step < start or steps <= start:
+        return 1.0
+    frac = min(1.0, (step - start) / (steps - start))
+    if schedule == "linear":
+        return 1.0 - frac
+    return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
 def train_step(model: PixgenModel, batch: Batch, step: int, *,
                optimizers: dict[str, torch.optim.Optimizer],
                groups: dict[str, list[torch.nn.Parameter]], accum: int,
@@ -263,10 +279,13 @@ class Trainer:
             **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
         # Convolutions run faster on channels-last tensors, with oneDNN on CPUs as with
         # cuDNN on GPUs (1.3x for dcgan at 32 px on a 2-core Xeon).
-        self.channels_last = any(p.ndim == 4 for p in self.model.parameters())
+        self.channels_last = model_cls.prefers_channels_last and \
+            any(p.ndim == 4 for p in self.model.parameters())
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizers, self.groups = build_optimizers(self.model, cfg, self.device)
+        self.base_lr = {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
+        self.lr_schedule = t.lr_schedule or model_cls.default_lr_schedule
         halflife = t.ema_halflife_kimg
         self.ema_halflife = model_cls.default_ema_halflife_kimg if halflife is None else halflife
         self.ema = EMA(self.model) if self.ema_halflife > 0 else None
@@ -279,6 +298,7 @@ class Trainer:
         self.elapsed = 0.0
         self.best_fid = float("inf")
         self._eval_real: Any = None
+        self.monitor: StabilityMonitor | None = None
         if resume:
             ckpt.remove_stale_temporaries(self.run_dir)
             self._load_state()
@@ -297,6 +317,7 @@ class Trainer:
                 if state.get("ema") is None:
                     raise KeyError("ema")
                 self.ema.model.load_state_dict(state["ema"])
+            self.model.load_training_state(state.get("model_training_state") or {})
             self.step = int(state["step"])
             self.elapsed = float(state.get("elapsed", 0.0))
             self.best_fid = float(state.get("best_fid", float("inf")))
@@ -324,6 +345,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "model": live.state_dict(),
+            "model_training_state": live.training_state(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "ema": self.ema.model.state_dict() if self.ema else None,
             "rng": _rng_state(),
@@ -334,21 +356,33 @@ class Trainer:
 
     # -- samples --------------------------------------------------------------------------
     def sample_grid(self, logger: RunLogger) -> Path:
+        """samples/step-N.png: samples of the (EMA) model, or for a translation model the
+        rows a, G(a), F(G(a)), b, F(b), G(F(b)) of the first training images."""
         model = self.ema.model if self.ema else self.model
         n = self.cfg.train.num_samples
-        labels = None
-        if model.can("class_conditional"):
-            labels = torch.arange(n, device=self.device) % model.config["num_classes"]
         was_training = model.training
         model.eval()
         try:
-            gen = torch.Generator().manual_seed(self.cfg.seed)
-            images = model.sample(n, labels=labels, generator=gen)
+            if model.can("sample"):
+                labels = None
+                if model.can("class_conditional"):
+                    labels = torch.arange(n, device=self.device) % model.config["num_classes"]
+                gen = torch.Generator().manual_seed(self.cfg.seed)
+                images = model.sample(n, labels=labels, generator=gen)
+                nrow = None
+            else:
+                k = min(8, len(self.batcher.data.images), len(self.batcher.data.images_b))
+                images = model.translation_rows(  # type: ignore[operator]
+                    to_float(self.batcher.data.images[:k]),
+                    to_float(self.batcher.data.images_b[:k]))
+                nrow = k
         finally:
             model.train(was_training)
-        grid = make_grid(images)
+        grid = make_grid(images, nrow=nrow)
         path = save_image(grid, self.run_dir / "samples" / f"step-{self.step:07d}.png")
         logger.image("samples", grid, self.step)
+        if self.monitor is not None and model.can("sample"):
+            self.monitor.on_samples(self.step, images, logger)
         return path
 
     def evaluate(self, logger: RunLogger) -> dict[str, float]:
@@ -383,6 +417,8 @@ class Trainer:
         values = {f"eval/{k}": float(v) for k, v in result.items()
                   if isinstance(v, (int, float))}
         logger.log(self.step, values)
+        if self.monitor is not None:
+            self.monitor.on_eval(self.step, result, logger)
         if result["fid"] < self.best_fid:
             self.best_fid = result["fid"]
             weights = (self.ema.model if self.ema else self.model).state_dict()
@@ -398,7 +434,6 @@ class Trainer:
 
     def _report_test_accuracy(self, logger: RunLogger) -> None:
         """Classifiers: accuracy on the dataset's test split, logged and saved in eval.json."""
-        from pixgen.data.transforms import to_float
 
         d = self.cfg.data
         test = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
@@ -419,6 +454,8 @@ class Trainer:
                            tensorboard=t.tensorboard)
         tracker = MetricTracker()
         guard = NonFiniteGuard(t.max_nonfinite)
+        self.monitor = StabilityMonitor(self.model,
+                                        to_float(self.batcher.data.images[:256]).cpu())
         self.model.train()
         bar = progress_bar(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, desc=self.run_dir.name)
@@ -431,7 +468,14 @@ class Trainer:
                 while self.step < t.steps:
                     batch = self.batcher(self.step)
                     if self.channels_last:
-                        batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+                        batch = batch.to_memory_format(torch.channels_last)
+                    if self.lr_schedule != "constant":
+                        factor = lr_factor(self.lr_schedule, step=self.step, steps=t.steps,
+                                           decay_start=t.lr_decay_start)
+                        for name, opt in self.optimizers.items():
+                            for g in opt.param_groups:
+                                g["lr"] = self.base_lr[name] * factor
+                        tracker.add({"lr_factor": torch.tensor(factor)})
                     logs = train_step(self.model, batch, self.step, optimizers=self.optimizers,
                                       groups=self.groups, accum=t.grad_accum,
                                       autocast=self.autocast, grad_clip=t.grad_clip,
@@ -455,16 +499,18 @@ class Trainer:
                         values.update({"images_per_s": rate, "seconds": self.elapsed,
                                        "skipped_steps": guard.skipped})
                         logger.log(self.step, values)
+                        self.monitor.on_log(self.step, values, logger)
                         bar.set_postfix({k.replace("/loss", ""): f"{v:.3g}" for k, v in
                                          values.items() if k.endswith("/loss")} |
                                         {"img/s": f"{rate:.0f}"}, refresh=False)
                         last_time, last_step = now, self.step
                     if t.sample_every and (self.step % t.sample_every == 0 or done) \
-                            and self.model.can("sample"):
+                            and (self.model.can("sample") or self.model.can("translate")):
                         self.sample_grid(logger)
                     if t.eval_every and (self.step % t.eval_every == 0 or done) \
                             and self.model.can("sample"):
                         self.evaluate(logger)
+                    logger.flush()  # this step's metrics line, before its checkpoint
                     if done or stop.requested or (t.ckpt_every and self.step % t.ckpt_every == 0):
                         self.save()
                     if stop.requested and not done:

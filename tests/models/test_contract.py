@@ -8,6 +8,7 @@ import torch
 
 from conftest import TINY_MODEL_ARGS
 from pixgen.config import RunConfig
+from pixgen.errors import PixgenError
 from pixgen.data.base import DataInfo
 from pixgen.models.base import CAPABILITIES, Batch, GenerativeModel
 from pixgen.registry import MODELS
@@ -24,20 +25,33 @@ def build(name: str) -> GenerativeModel:
 
 
 def batch(n: int = 8) -> Batch:
-    return Batch(torch.rand(n, 3, 16, 16) * 2 - 1, torch.randint(0, 5, (n,)))
+    """Labelled images, plus an unpaired domain-B batch for translation models."""
+    return Batch(torch.rand(n, 3, 16, 16) * 2 - 1, torch.randint(0, 5, (n,)),
+                 torch.rand(n, 3, 16, 16) * 2 - 1)
 
 
-GENERATIVE = [n for n in MODELS.names() if issubclass(MODELS.get(n), GenerativeModel)]
+def outputs(model, seed: int) -> torch.Tensor:
+    """What the model makes: samples, or translations of a fixed batch."""
+    if model.can("sample"):
+        labels = torch.arange(5) % 5 if model.can("class_conditional") else None
+        return model.sample(5, labels=labels, generator=torch.Generator().manual_seed(seed))
+    x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return model.translate(x, direction="AtoB")
 
 
-@pytest.fixture(params=GENERATIVE)
+# Everything users train to make images: generative models and translation models.
+MAKERS = [n for n in MODELS.names() if issubclass(MODELS.get(n), GenerativeModel)
+          or "translate" in MODELS.get(n).capabilities]
+
+
+@pytest.fixture(params=MAKERS)
 def name(request):
     return request.param
 
 
 def test_registered_with_help_and_docs(name):
     cls = MODELS.get(name)
-    assert issubclass(cls, GenerativeModel)
+    assert issubclass(cls, GenerativeModel) or "translate" in cls.capabilities
     assert cls.registered_name == name
     assert cls.__doc__ and "Args:" in cls.__doc__
     assert set(cls.capabilities) <= set(CAPABILITIES)
@@ -61,6 +75,8 @@ def test_one_training_step_updates_every_group(name):
 
 def test_sample_shape_range_and_labels(name):
     model = build(name).eval()
+    if not model.can("sample"):
+        pytest.skip(f"{name} translates; it does not sample")
     labels = torch.arange(6) % 5 if model.can("class_conditional") else None
     x = model.sample(6, labels=labels, generator=torch.Generator().manual_seed(1))
     assert x.shape == (6, 3, 16, 16)
@@ -85,8 +101,7 @@ def test_save_load_round_trip_gives_identical_samples(name, tmp_path):
     assert type(loaded) is type(model)
     assert loaded.config == model.config
     assert not loaded.training
-    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
-    assert torch.equal(model.sample(5, generator=gen()), loaded.sample(5, generator=gen()))
+    assert torch.equal(outputs(model, 7), outputs(loaded, 7))
 
 
 def test_config_is_constructor_arguments(name):
@@ -111,3 +126,15 @@ def test_latent_models_encode_and_decode(name):
     assert z.shape[0] == 4 and torch.isfinite(z).all()
     y = model.decode(z)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+
+
+def test_translation_models_translate_both_ways(name):
+    model = build(name).eval()
+    if not model.can("translate"):
+        pytest.skip(f"{name} does not translate")
+    x = batch(4).images
+    for direction in ("AtoB", "BtoA"):
+        y = model.translate(x, direction=direction)
+        assert y.shape == x.shape and torch.isfinite(y).all() and y.abs().max() <= 1
+    with pytest.raises(PixgenError, match="AtoB or BtoA"):
+        model.translate(x, direction="sideways")

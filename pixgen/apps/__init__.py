@@ -1,0 +1,1 @@
+"""Applications built on trained models: one function per task, one CLI command each."""
