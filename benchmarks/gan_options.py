@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {  # name: (model args, train overrides
     "ns + TTUR (D 4e-4, G 1e-4)": ({}, TTUR),
     "hinge + SN + TTUR": ({"loss": "hinge", "spectral_norm": True}, TTUR),
 }
+# Every variant states its R1 setting: this comparison is what made r1_gamma=1 dcgan's default.
+VARIANTS = {k: ({"r1_gamma": 0.0, **m}, t) for k, (m, t) in VARIANTS.items()}
 SMALL = {"ns (DCGAN baseline)", "ns + DiffAugment", "ns + spectral norm"}
 
 
@@ -116,8 +118,8 @@ def main() -> None:
     body = (f"`python benchmarks/gan_options.py --steps {args.steps} --seeds {args.seeds} "
             f"--n {args.n} --small {args.small}` on {machine()}; {minutes:.0f} minutes.\n\n"
             f"DCGAN at {SIZE} px, width {WIDTH}, batch {BATCH}, {args.steps} steps, seed(s) "
-            f"{args.seeds}, no EMA; every option else at its default (Adam 2e-4, betas "
-            f"(0.5, 0.999)). Scores: `pixgen eval RUN --n {args.n}` (classifier features, "
+            f"{args.seeds}, no EMA; R1 off unless named; every other option at its default (Adam "
+            f"2e-4, betas (0.5, 0.999)). Scores: `pixgen eval RUN --n {args.n}` (classifier features, "
             f"test split; FID lower is better, recall higher). The small-data columns train on "
             f"the first {args.small} {small_spec} images only.\n\n" + "\n".join(lines) + "\n")
     publish(body, title="GAN losses and stabilisers", write=args.write)
