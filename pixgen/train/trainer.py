@@ -475,7 +475,7 @@ class Trainer:
                         for name, opt in self.optimizers.items():
                             for g in opt.param_groups:
                                 g["lr"] = self.base_lr[name] * factor
-                        tracker.add({"lr_factor": torch.tensor(factor)})
+                        tracker.add({"lr_factor": torch.tensor(factor, device=self.device)})
                     logs = train_step(self.model, batch, self.step, optimizers=self.optimizers,
                                       groups=self.groups, accum=t.grad_accum,
                                       autocast=self.autocast, grad_clip=t.grad_clip,
