@@ -222,14 +222,14 @@ def _jsonable(v: Any) -> Any:
 
 
 class frozen:  # noqa: N801 - used as a context manager
-    """Turn off ``requires_grad`` of a module's parameters inside a ``with`` block.
+    """Turn off ``requires_grad`` of the modules' parameters inside a ``with`` block.
 
     Used around the generator's loss in a GAN: the discriminator's weight gradients are not
     needed there, only the gradients flowing through it into the generator.
     """
 
-    def __init__(self, module: nn.Module) -> None:
-        self.params = [p for p in module.parameters() if p.requires_grad]
+    def __init__(self, *modules: nn.Module) -> None:
+        self.params = [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def __enter__(self) -> None:
         for p in self.params:

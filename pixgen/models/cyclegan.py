@@ -195,7 +195,7 @@ class CycleGAN(PixgenModel):
         a, b = batch.images, batch.images_b
         fake_b, fake_a = self.gen_ab(a), self.gen_ba(b)
         rec_a, rec_b = self.gen_ba(fake_b), self.gen_ab(fake_a)
-        with frozen(self.disc_a), frozen(self.disc_b):
+        with frozen(self.disc_a, self.disc_b):
             adv = _lsgan(self.disc_b(fake_b), 1.0) + _lsgan(self.disc_a(fake_a), 1.0)
             cycle = F.l1_loss(rec_a, a) + F.l1_loss(rec_b, b)
             loss = adv + self.lambda_cycle * cycle

@@ -171,13 +171,13 @@ class GAN(GenerativeModel):
 
         # The trainer runs the generator's backward while this block is suspended at the
         # yield, so the discriminator's weights get no (unused) gradients.
-        with frozen(self.discriminator), frozen(self.projection_module()):
+        with frozen(*self.critic_modules()):
             g_loss = generator_loss(self.loss, self.critic(self._augmented(fake), labels))
             yield "gen", g_loss, {}
 
-    def projection_module(self) -> nn.Module:
-        """Discriminator parameters outside ``self.discriminator`` (none by default)."""
-        return nn.Identity()
+    def critic_modules(self) -> list[nn.Module]:
+        """Every module with discriminator weights (what :meth:`critic` uses)."""
+        return [self.discriminator]
 
     def diagnose(self, values: dict[str, float]) -> dict[str, str]:
         """Stability warnings from one log step's mean values (see StabilityMonitor).
@@ -387,8 +387,8 @@ class ConditionalDCGAN(GAN):
         self.configure(loss=loss, spectral_norm=spectral_norm, r1_gamma=r1_gamma,
                        augment=augment)
 
-    def projection_module(self) -> nn.Module:
-        return self.projection
+    def critic_modules(self) -> list[nn.Module]:
+        return [self.discriminator, self.projection]
 
     def critic(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         h = self.discriminator.features(images)

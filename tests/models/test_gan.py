@@ -193,3 +193,18 @@ def test_per_class_needs_a_conditional_model(tmp_path, capsys):
                  progress=False, overrides=tiny_overrides(), **TINY_MODEL_ARGS["gan-mlp"])
     assert main(["sample", str(run), "--per-class", "2", "--out", str(tmp_path / "g.png")]) == 2
     assert "'class_conditional'" in capsys.readouterr().err
+
+
+def test_generator_step_leaves_every_discriminator_weight_alone():
+    model = ConditionalDCGAN(image_size=16, channels=1, num_classes=3, width=8)
+    stream = model.training_losses(Batch(torch.rand(4, 1, 16, 16) * 2 - 1,
+                                         torch.tensor([0, 1, 2, 0])), 0)
+    next(stream)  # the discriminator's loss, not backpropagated here
+    group, g_loss, _ = next(stream)
+    assert group == "gen"
+    g_loss.backward()
+    disc = [*model.discriminator.parameters(), *model.projection.parameters()]
+    assert all(p.grad is None for p in disc)
+    assert all(p.grad is not None for p in model.param_groups()["gen"])
+    next(stream, None)
+    assert all(p.requires_grad for p in disc)  # unfrozen again
