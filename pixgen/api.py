@@ -70,7 +70,8 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
           batch_size: int | None = None, out: str | Path | None = None, resume: bool = False,
           seed: int | None = None, device: str | None = None, image_size: int | None = None,
           config: RunConfig | str | Path | None = None, overrides: dict[str, Any] | None = None,
-          progress: bool = True, **model_args: Any) -> PixgenModel:
+          progress: bool = True, from_run: str | Path | None = None,
+          stage1_steps: int | None = None, **model_args: Any) -> PixgenModel:
     """Train a model and return it (EMA weights when EMA is on), in eval mode.
 
     Example::
@@ -92,6 +93,10 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         config: a RunConfig or the path of a config.yaml to start from.
         overrides: dotted keys, as `--set` takes them: {"train.lr": 1e-4, "data.hflip": True}.
         progress: show a progress bar.
+        from_run: a finished run to start from: the same model (fine-tuning), or the
+            stage-one model of a two-stage model (a vqvae run for "vqvae-prior").
+        stage1_steps: a two-stage model trained without ``from_run`` first trains its stage
+            one into ``<out>/stage1`` for this many steps (default: ``steps``).
         **model_args: the model's constructor arguments, e.g. ``beta=4.0`` for "vae".
     """
     from pixgen.train.trainer import Trainer, check_run_dir, default_run_dir
@@ -103,6 +108,8 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
     settings = {k: v for k, v in settings.items() if v is not None}  # None: not given
     settings.update({f"model.{k}": v for k, v in model_args.items()})
     settings.update(overrides or {})
+    if from_run is not None:
+        settings["train.init_from"] = str(from_run)
     if resume:
         if out is None:
             raise ConfigError("resuming needs the run directory: pass --out RUN_DIR")
@@ -119,8 +126,45 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         run_dir = Path(cfg.out).expanduser() if cfg.out else default_run_dir(
             f"{cfg.model}-{dataset}")
         check_run_dir(run_dir, resume=False)
+        cls = MODELS.get(cfg.model)
+        if cls.stage_one and not cfg.train.init_from:
+            cfg.train.init_from = str(_train_stage_one(cfg, run_dir, stage1_steps, progress))
+        if cfg.train.init_from:
+            _take_settings_from_run(cfg, cls, settings)
     cfg.out = str(run_dir)
     return Trainer(cfg, resume=resume, progress=progress).run()
+
+
+def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress: bool) -> Path:
+    """Train the stage-one model of a two-stage model (a vqvae under a vqvae-prior) into
+    ``run_dir/stage1``, with the same data and seed."""
+    cls = MODELS.get(cfg.model)
+    out = run_dir / "stage1"
+    own = {"train.steps", "train.lr", "train.group_lr", "train.init_from", "train.betas"}
+    overrides = {f"data.{k}": v for k, v in cfg.to_dict()["data"].items()}
+    overrides.update({f"train.{k}": v for k, v in cfg.to_dict()["train"].items()
+                      if f"train.{k}" not in own})
+    overrides.pop("data.spec")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"stage1_steps must be at least 1, not {steps}")
+    print(f"{cfg.model}: stage one, training {cls.stage_one} into {out} (then the prior; or "
+          f"start from a finished {cls.stage_one} run with --from RUN)")
+    train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
+          seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress)
+    return out
+
+
+def _take_settings_from_run(cfg: RunConfig, cls: type, settings: dict[str, Any]) -> None:
+    """Fill the model arguments and image format that ``--from RUN`` implies, unless given."""
+    source = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
+    meta = ckpt.read_model_config(ckpt.find_weights(source))
+    for key, value in cls.args_from_run(meta["model"], meta["config"]).items():
+        if f"model.{key}" not in settings:
+            cfg.model_args[key] = value
+    data = meta.get("data") or {}
+    for key in ("image_size", "channels"):
+        if f"data.{key}" not in settings and data.get(key):
+            setattr(cfg.data, key, data[key])
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> PixgenModel:

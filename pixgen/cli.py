@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "TensorBoard events).",
                        epilog="examples:\n  pixgen train dcgan --data digits --steps 3000\n"
                        "  pixgen train vae --data folder:~/pics --image-size 64 --set model.beta=4\n"
-                       "  pixgen train dcgan --out runs/dcgan-digits --resume --steps 6000")
+                       "  pixgen train dcgan --out runs/dcgan-digits --resume --steps 6000\n"
+                       "  pixgen train vqvae-prior --from runs/vqvae-digits --steps 3000")
     p.add_argument("model", help="model name (see `pixgen models`)")
     p.add_argument("--data", metavar="SPEC", default=None,
                    help=f"dataset spec, e.g. digits, mnist, folder:~/pics (see `pixgen "
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "data.hflip=true, model.beta=4 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--from", dest="from_run", default=None, metavar="RUN",
+                   help="start from a finished run: the same model to fine-tune it, or a "
+                   "vqvae run for vqvae-prior")
+    p.add_argument("--stage1-steps", type=int, default=None, metavar="N",
+                   help="two-stage models (vqvae-prior) without --from: steps of stage one, "
+                   "trained into OUT/stage1 first (default: --steps)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="score samples (FID, KID, precision/recall...) every N steps and keep "
                    "the best checkpoint by FID in best/ (default: 0, off)")
@@ -152,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where downloadable datasets live")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="a local InceptionV3 weights file, for offline use")
+    p.add_argument("--iwae-k", type=int, default=1000, metavar="K",
+                   help="importance samples of the IWAE bound on the test NLL, for VAEs "
+                   "(0: skip; default: 1000)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_run_options(p)
     p.set_defaults(func=cmd_eval)
@@ -218,7 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, out=args.out, resume=args.resume,
                          seed=args.seed, device=args.device, image_size=args.image_size,
                          config=args.config, overrides=overrides,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, from_run=args.from_run,
+                         stage1_steps=args.stage1_steps)
     run = model.run_dir
     print(f"trained {model.name} in {time.perf_counter() - t0:.0f} s -> {run}")
     grids = sorted((run / "samples").glob("step-*.png"))
@@ -293,8 +304,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.run and (args.real or args.fake):
         raise ConfigError("give either a RUN or --real and --fake, not both")
     if args.run:
+        if args.iwae_k < 0:
+            raise ConfigError(f"--iwae-k must be 0 (skip) or more, not {args.iwae_k}")
         result = evaluate_run(args.run, n=args.n, split=args.split, seed=args.seed,
-                              batch_size=args.batch_size, **common)
+                              batch_size=args.batch_size, iwae_k=args.iwae_k, **common)
     elif args.real and args.fake:
         result = evaluate_sets(args.real, args.fake, image_size=args.image_size,
                                channels=args.channels, split=args.split, **common)

@@ -83,6 +83,9 @@ class TrainConfig:
         eval_n: generated images per evaluation during training.
         eval_features: feature extractor of those evaluations ("classifier", "inception").
         tensorboard: write TensorBoard event files.
+        init_from: a finished run whose weights a new run starts from (`--from RUN`): the
+            same model to fine-tune it, or the stage-one model a two-stage model builds on
+            (a vqvae for vqvae-prior). Ignored when resuming.
     """
 
     steps: int = 5000
@@ -109,6 +112,7 @@ class TrainConfig:
     eval_n: int = 2000
     eval_features: str = "classifier"
     tensorboard: bool = True
+    init_from: str | None = None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 LN2 = math.log(2.0)
 BINS = 256
@@ -75,3 +76,135 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, *, mean: torch.Tensor,
     log_delta = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
     return torch.where(x < -0.999, log_cdf_plus,
                        torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+# -- dequantisation -------------------------------------------------------------------------
+def dequantize(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantisation of 8-bit data in [-1, 1]: y = (x_int + u) / 128 - 1.
+
+    ``x`` holds the 256 levels x_int / 127.5 - 1; the result is continuous in [-1, 1), each
+    level owning an interval of width 2/256. Flows are trained and scored on ``y``.
+    """
+    levels = torch.round((x.float() + 1) * 127.5).clamp(0, BINS - 1)
+    if generator is None:
+        u = torch.rand_like(levels)
+    else:
+        u = torch.rand(levels.shape, generator=generator, device=generator.device).to(x.device)
+    return (levels + u) / (BINS / 2) - 1
+
+
+def quantize(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`dequantize`: continuous values in [-1, 1] to the 8-bit grid,
+    returned on the model scale x_int / 127.5 - 1."""
+    levels = torch.floor((y.float() + 1) * (BINS / 2)).clamp(0, BINS - 1)
+    return levels / 127.5 - 1
+
+
+def to_levels(x: torch.Tensor) -> torch.Tensor:
+    """Pixel values in [-1, 1] on the 8-bit grid as int64 levels 0..255."""
+    return torch.round((x.float() + 1) * 127.5).clamp(0, BINS - 1).long()
+
+
+# -- discretised logistic mixture (PixelCNN++) -------------------------------------------------
+def logistic_mixture_channels(channels: int, num_mix: int) -> int:
+    """Output channels a network needs for a ``num_mix``-component discretised logistic
+    mixture over ``channels`` colour channels: mixture logits, means, log-scales and the
+    C(C-1)/2 coefficients that let each channel's mean depend on the earlier channels."""
+    return num_mix * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def _split_mixture(params: torch.Tensor, channels: int, num_mix: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, _, h, w = params.shape
+    c, m = channels, num_mix
+    logits = params[:, :m]
+    rest = params[:, m:].reshape(n, m, -1, h, w)
+    means = rest[:, :, :c]
+    log_scales = rest[:, :, c:2 * c].clamp(min=-7.0)
+    coeffs = torch.tanh(rest[:, :, 2 * c:])
+    return logits, means, log_scales, coeffs
+
+
+def _conditioned_means(means: torch.Tensor, coeffs: torch.Tensor, x: torch.Tensor
+                       ) -> torch.Tensor:
+    """Mean of channel c plus sum over earlier channels c' of coeff[c, c'] * x[c']
+    (Salimans et al. 2017, sec. 2.2). ``x``: (N, 1, C, H, W)."""
+    c = means.shape[2]
+    if c == 1:
+        return means
+    out = [means[:, :, 0]]
+    k = 0
+    for ch in range(1, c):
+        m = means[:, :, ch]
+        for prev in range(ch):
+            m = m + coeffs[:, :, k] * x[:, :, prev]
+            k += 1
+        out.append(m)
+    return torch.stack(out, dim=2)
+
+
+def discretized_logistic_mixture_log_likelihood(x: torch.Tensor, params: torch.Tensor, *,
+                                                num_mix: int) -> torch.Tensor:
+    """Log-probability of each pixel (all its channels) of 8-bit data under a discretised
+    logistic mixture (Salimans et al. 2017, eq. 2), in nats; shape (N, H, W).
+
+    Each of the 256 levels gets the logistic mass between its bin edges (x -/+ 1/255); the
+    edge bins extend to -/+ infinity, so the 256 probabilities sum to one.
+
+    Args:
+        x: data (N, C, H, W) in [-1, 1] on the 256-level grid.
+        params: network output (N, logistic_mixture_channels(C, num_mix), H, W).
+        num_mix: mixture components.
+    """
+    c = x.shape[1]
+    logits, means, log_scales, coeffs = _split_mixture(params.float(), c, num_mix)
+    xs = x.float().unsqueeze(1)  # (N, 1, C, H, W)
+    means = _conditioned_means(means, coeffs, xs)
+    centered = xs - means
+    inv_s = torch.exp(-log_scales)
+    plus_in = inv_s * (centered + 1.0 / 255.0)
+    min_in = inv_s * (centered - 1.0 / 255.0)
+    log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid, for the lowest bin
+    log_one_minus_cdf_min = -F.softplus(min_in)   # for the highest bin
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    mid_in = inv_s * centered
+    # density at the bin centre times the bin width, where the mass underflows
+    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in) - math.log(127.5)
+    log_mass = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)),
+                           log_pdf_mid)
+    log_probs = torch.where(xs < -0.999, log_cdf_plus,
+                            torch.where(xs > 0.999, log_one_minus_cdf_min, log_mass))
+    return torch.logsumexp(log_probs.sum(2) + F.log_softmax(logits, dim=1), dim=1)
+
+
+def sample_discretized_logistic_mixture(params: torch.Tensor, *, channels: int, num_mix: int,
+                                        generator: torch.Generator | None = None,
+                                        temperature: float = 1.0) -> torch.Tensor:
+    """Draw pixels (N, C, H, W) on the 8-bit grid in [-1, 1] from mixture ``params``.
+
+    ``temperature`` scales the logistic scales (1 = the model's distribution)."""
+    logits, means, log_scales, coeffs = _split_mixture(params.float(), channels, num_mix)
+    n, m, _, h, w = means.shape
+
+    def uniform(*shape: int) -> torch.Tensor:
+        if generator is None:
+            return torch.rand(shape, device=params.device)
+        return torch.rand(shape, generator=generator, device=generator.device).to(params.device)
+
+    gumbel = -torch.log(-torch.log(uniform(n, m, h, w).clamp(1e-10, 1 - 1e-10)))
+    pick = F.one_hot((logits + gumbel).argmax(1), m).permute(0, 3, 1, 2).unsqueeze(2).float()
+    mu = (means * pick).sum(1)  # (N, C, H, W)
+    scale = torch.exp((log_scales * pick).sum(1)) * temperature
+    coef = (coeffs * pick).sum(1) if coeffs.shape[2] else coeffs.sum(1)
+    u = uniform(n, channels, h, w).clamp(1e-5, 1 - 1e-5)
+    noise = torch.log(u) - torch.log1p(-u)
+    out: list[torch.Tensor] = []
+    k = 0
+    for ch in range(channels):
+        mean = mu[:, ch]
+        for prev in range(ch):
+            mean = mean + coef[:, k] * out[prev]
+            k += 1
+        value = (mean + scale[:, ch] * noise[:, ch]).clamp(-1, 1)
+        out.append(torch.round((value + 1) * 127.5) / 127.5 - 1)
+    return torch.stack(out, dim=1)

@@ -12,6 +12,12 @@ TINY_MODEL_ARGS: dict[str, dict] = {
     "cgan": {"width": 8, "z_dim": 8, "embed_dim": 4},
     "cyclegan": {"width": 4, "n_blocks": 1, "pool_size": 3},
     "vae": {"width": 8, "latent_dim": 4},
+    "pixelcnn": {"width": 8, "layers": 2, "kernel": 3, "num_mix": 2},
+    "glow": {"levels": 2, "depth": 1, "hidden": 8, "embed_dim": 4},
+    "vqvae": {"width": 8, "num_codes": 8, "code_dim": 4, "res_blocks": 1},
+    "vqvae-prior": {"width": 8, "layers": 2, "kernel": 3, "embed_dim": 4,
+                    "vqvae": {"width": 8, "num_codes": 8, "code_dim": 4, "res_blocks": 1,
+                              "image_size": 16, "channels": 3}},
 }
 
 

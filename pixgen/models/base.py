@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from pixgen.errors import PixgenError
+from pixgen.errors import ConfigError, PixgenError
 
 #: Optional capabilities a model may declare; apps ask with ``model.can(...)``.
 #: "sample" is implied by being a GenerativeModel; "classify" by being a classifier.
@@ -96,6 +97,11 @@ class PixgenModel(nn.Module):
     #: train conv nets on channels-last tensors (faster for plain convs and batch norm)
     prefers_channels_last: ClassVar[bool] = True
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: the model whose finished run this one must start from (``--from``), e.g. a
+    #: vqvae-prior needs a vqvae; empty when a model trains from scratch
+    stage_one: ClassVar[str] = ""
+    #: what to do instead, named when someone tries to sample from a model that cannot
+    next_step_hint: ClassVar[str] = ""
     config: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -144,6 +150,20 @@ class PixgenModel(nn.Module):
         """
         return {}
 
+    @classmethod
+    def args_from_run(cls, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments implied by the finished run that training starts from
+        (``--from RUN``: its model name and config). Default: fine-tuning, so the run must be
+        of this model and its architecture is kept."""
+        if name != cls.registered_name:
+            raise ConfigError(f"--from: {cls.registered_name} can start from a finished "
+                              f"{cls.registered_name} run (to fine-tune it), not a {name!r} run")
+        return dict(config)
+
+    def load_pretrained(self, source: PixgenModel) -> None:
+        """Take weights from ``source``, the loaded model of the ``--from`` run."""
+        self.load_state_dict(source.state_dict())
+
     # -- helpers ------------------------------------------------------------------------
     @classmethod
     def config_from_data(cls, info: Any) -> dict[str, Any]:
@@ -181,6 +201,9 @@ class PixgenModel(nn.Module):
                     f"{action} needs a generative model; {self.name!r} translates images "
                     f"instead: `pixgen translate RUN --input testA/ --out fakeB/`, then score "
                     f"the translations with `pixgen eval --real DOMAIN_B --fake fakeB/`")
+            if capability == "sample" and self.next_step_hint:
+                raise PixgenError(f"{action} needs a generative model; {self.name!r} cannot "
+                                  f"sample by itself: {self.next_step_hint}")
 
             able = [n for n in MODELS.names() if capability in MODELS.get(n).capabilities]
             raise PixgenError(f"{action} needs a model with {capability!r}; "
@@ -209,6 +232,51 @@ class GenerativeModel(PixgenModel):
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
+
+
+class LikelihoodModel(GenerativeModel):
+    """A generative model with a log-likelihood (exact or a bound): subclasses implement
+    ``log_prob(images, labels=None)`` in nats per image and set ``num_dims`` and
+    ``num_classes``; bits/dim follow pixgen.likelihood's convention. A class-conditional
+    model scored without labels reports the marginal p(x) under a uniform class prior."""
+
+    num_dims: int
+    num_classes: int
+
+    def log_prob(self, images: torch.Tensor, labels: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def nll_bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+        """-log2 p(x) / D per image (an upper bound where ``bits_per_dim_kind`` says so)."""
+        from pixgen.likelihood import bits_per_dim
+
+        return bits_per_dim(-self.log_prob(images, labels), self.num_dims)
+
+    def marginal_or_conditional(self, log_prob_given: Any, images: torch.Tensor,
+                                labels: torch.Tensor | None) -> torch.Tensor:
+        """``log_prob_given(labels)`` for the requested labels, or, for a conditional model
+        without labels, logsumexp_y log p(x | y) - log K."""
+        if self.num_classes and labels is None:
+            per_class = torch.stack([
+                log_prob_given(torch.full((len(images),), y, dtype=torch.long,
+                                          device=images.device))
+                for y in range(self.num_classes)], dim=1)
+            return torch.logsumexp(per_class, dim=1) - math.log(self.num_classes)
+        return log_prob_given(self.check_labels(len(images), labels))
+
+    def training_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's labels for a class-conditional model (which needs them), else None."""
+        if not self.num_classes:
+            return None
+        if batch.labels is None:
+            from pixgen.errors import DataError
+
+            raise DataError(f"this {self.name} is class-conditional and needs labelled data; "
+                            f"train with --set model.num_classes=0 for unlabelled images")
+        return batch.labels
 
 
 def _jsonable(v: Any) -> Any:

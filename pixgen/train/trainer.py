@@ -303,10 +303,24 @@ class Trainer:
             ckpt.remove_stale_temporaries(self.run_dir)
             self._load_state()
         else:
+            if t.init_from:
+                self._init_from(t.init_from)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(self.run_dir / CONFIG_YAML, cfg.to_yaml())
 
     # -- checkpoints --------------------------------------------------------------------
+    def _init_from(self, source: str) -> None:
+        """Start from the weights of a finished run (fine-tuning, or a model's stage one)."""
+        pretrained = ckpt.load_model(source, device=self.device)
+        try:
+            self.model.load_pretrained(pretrained)
+        except RuntimeError as e:
+            raise CheckpointError(f"--from {source}: its weights do not fit this "
+                                  f"{self.cfg.model} model ({str(e).splitlines()[0]}); keep "
+                                  f"the architecture settings of that run") from None
+        if self.ema is not None:
+            self.ema.model.load_state_dict(self.model.state_dict())
+
     def _load_state(self) -> None:
         state = ckpt.load_state(self.run_dir / ckpt.STATE)
         try:
@@ -370,6 +384,11 @@ class Trainer:
                 gen = torch.Generator().manual_seed(self.cfg.seed)
                 images = model.sample(n, labels=labels, generator=gen)
                 nrow = None
+            elif not model.can("translate"):  # an autoencoder: inputs above reconstructions
+                k = min(8, len(self.batcher.data.images))
+                x = to_float(self.batcher.data.images[:k])
+                images = torch.cat([x, model.decode(model.encode(x))])  # type: ignore[attr-defined]
+                nrow = k
             else:
                 k = min(8, len(self.batcher.data.images), len(self.batcher.data.images_b))
                 images = model.translation_rows(  # type: ignore[operator]
@@ -505,7 +524,8 @@ class Trainer:
                                         {"img/s": f"{rate:.0f}"}, refresh=False)
                         last_time, last_step = now, self.step
                     if t.sample_every and (self.step % t.sample_every == 0 or done) \
-                            and (self.model.can("sample") or self.model.can("translate")):
+                            and any(self.model.can(c) for c in ("sample", "translate",
+                                                                 "decode")):
                         self.sample_grid(logger)
                     if t.eval_every and (self.step % t.eval_every == 0 or done) \
                             and self.model.can("sample"):

@@ -31,17 +31,19 @@ def batch(n: int = 8) -> Batch:
 
 
 def outputs(model, seed: int) -> torch.Tensor:
-    """What the model makes: samples, or translations of a fixed batch."""
+    """What the model makes: samples, translations or reconstructions of a fixed batch."""
     if model.can("sample"):
         labels = torch.arange(5) % 5 if model.can("class_conditional") else None
         return model.sample(5, labels=labels, generator=torch.Generator().manual_seed(seed))
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-    return model.translate(x, direction="AtoB")
+    if model.can("translate"):
+        return model.translate(x, direction="AtoB")
+    return model.decode(model.encode(x))
 
 
-# Everything users train to make images: generative models and translation models.
+# Everything users train to make images: generative, translation and autoencoding models.
 MAKERS = [n for n in MODELS.names() if issubclass(MODELS.get(n), GenerativeModel)
-          or "translate" in MODELS.get(n).capabilities]
+          or {"translate", "decode"} & MODELS.get(n).capabilities]
 
 
 @pytest.fixture(params=MAKERS)
@@ -51,7 +53,7 @@ def name(request):
 
 def test_registered_with_help_and_docs(name):
     cls = MODELS.get(name)
-    assert issubclass(cls, GenerativeModel) or "translate" in cls.capabilities
+    assert issubclass(cls, GenerativeModel) or {"translate", "decode"} & cls.capabilities
     assert cls.registered_name == name
     assert cls.__doc__ and "Args:" in cls.__doc__
     assert set(cls.capabilities) <= set(CAPABILITIES)
@@ -76,7 +78,7 @@ def test_one_training_step_updates_every_group(name):
 def test_sample_shape_range_and_labels(name):
     model = build(name).eval()
     if not model.can("sample"):
-        pytest.skip(f"{name} translates; it does not sample")
+        pytest.skip(f"{name} does not sample by itself")
     labels = torch.arange(6) % 5 if model.can("class_conditional") else None
     x = model.sample(6, labels=labels, generator=torch.Generator().manual_seed(1))
     assert x.shape == (6, 3, 16, 16)
@@ -138,3 +140,17 @@ def test_translation_models_translate_both_ways(name):
         assert y.shape == x.shape and torch.isfinite(y).all() and y.abs().max() <= 1
     with pytest.raises(PixgenError, match="AtoB or BtoA"):
         model.translate(x, direction="sideways")
+
+
+def test_likelihood_models_report_bits_per_dim(name):
+    model = build(name).eval()
+    if not model.can("nll_bits_per_dim"):
+        pytest.skip(f"{name} reports no likelihood")
+    x = torch.randint(0, 256, (4, 3, 16, 16)).float() / 127.5 - 1  # on the 8-bit grid
+    torch.manual_seed(1)
+    bpd = model.nll_bits_per_dim(x)
+    assert bpd.shape == (4,) and torch.isfinite(bpd).all() and (bpd > 0).all()
+    if model.can("log_prob"):
+        torch.manual_seed(1)
+        nats = -model.log_prob(x)
+        assert torch.allclose(nats / (3 * 16 * 16 * math.log(2)), bpd, rtol=1e-5)

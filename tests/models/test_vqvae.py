@@ -1,0 +1,105 @@
+"""VQ-VAE: the EMA codebook, dead-code restart, and the two-stage prior."""
+
+import json
+
+import pytest
+import torch
+
+import pixgen
+from conftest import tiny_overrides
+from pixgen.errors import PixgenError
+from pixgen.nn.quantize import VectorQuantizer
+
+TINY_VQ = {"width": 8, "num_codes": 8, "code_dim": 4, "res_blocks": 1}
+TINY_PRIOR = {"width": 8, "layers": 2, "embed_dim": 4}
+
+
+def clusters(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    centres = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])
+    which = torch.randint(0, 4, (n,), generator=generator)
+    points = centres[which] + 0.1 * torch.randn(n, 2, generator=generator)
+    return points.t().reshape(1, 2, n, 1).contiguous(), centres
+
+
+def test_ema_codebook_moves_to_the_cluster_means():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    vq = VectorQuantizer(num_codes=6, code_dim=2, decay=0.9, restart_threshold=1.0).train()
+    for _ in range(300):
+        z, centres = clusters(512, g)
+        vq(z)
+    dist = torch.cdist(centres, vq.codebook)
+    assert dist.min(1).values.max() < 0.1  # every cluster has a code at its mean
+    _, _, _, stats = vq.eval()(clusters(2048, g)[0])
+    assert stats["perplexity"] > 3.9
+
+
+def test_dead_codes_are_restarted_onto_the_data():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    vq = VectorQuantizer(num_codes=8, code_dim=2, decay=0.9, restart_threshold=1.0).train()
+    vq(clusters(512, g)[0])
+    with torch.no_grad():  # strand half the codebook far from the data
+        vq.codebook[4:] = 100.0
+        vq.ema_sum[4:] = 100.0 * vq.ema_count[4:, None]
+    for _ in range(200):
+        vq(clusters(512, g)[0])
+    assert vq.codebook.abs().max() < 10  # no code was left behind
+    _, idx, _, _ = vq.eval()(clusters(4096, g)[0])
+    assert len(idx.unique()) >= 6
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    vq = VectorQuantizer(num_codes=4, code_dim=2).train()
+    z = torch.randn(1, 2, 5, 5, requires_grad=True)
+    zq, _, commitment, _ = vq(z)
+    (zq.sum() + commitment).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_two_stage_command_and_from(tmp_path):
+    common = dict(data="digits", batch_size=16, image_size=16, progress=False,
+                  overrides=tiny_overrides())
+    prior = pixgen.train("vqvae-prior", steps=3, stage1_steps=4, out=tmp_path / "both",
+                         **TINY_PRIOR, **common)
+    stage1 = tmp_path / "both" / "stage1"
+    assert json.loads((stage1 / "config.json").read_text())["model"] == "vqvae"
+    assert prior.meta["training"]["steps"] == 3
+    # the prior's checkpoint holds the VQ-VAE it was trained on
+    vq = pixgen.load(stage1)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    assert torch.equal(prior.encode(x), vq.encode(x))
+    images = prior.sample(3, labels=torch.tensor([1, 2, 3]),
+                          generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 16, 16)
+    assert torch.isfinite(prior.nll_bits_per_dim(x)).all()
+    # --from an existing vqvae run; the architecture comes from that run
+    again = pixgen.train("vqvae-prior", steps=2, from_run=stage1, out=tmp_path / "from",
+                         **TINY_PRIOR, **common)
+    assert again.config["vqvae"] == vq.config
+    assert torch.equal(again.vqvae.quantizer.codebook, vq.quantizer.codebook)
+
+
+def test_errors_name_the_fix(tmp_path):
+    common = dict(data="digits", batch_size=16, image_size=16, progress=False,
+                  overrides=tiny_overrides())
+    vae = pixgen.train("vae", steps=1, out=tmp_path / "vae", width=8, latent_dim=4, **common)
+    with pytest.raises(PixgenError, match="needs a finished vqvae run, not a 'vae' run"):
+        pixgen.train("vqvae-prior", steps=1, from_run=vae.run_dir, out=tmp_path / "p",
+                     **common)
+    vq = pixgen.train("vqvae", steps=1, out=tmp_path / "vq", **TINY_VQ, **common)
+    with pytest.raises(PixgenError, match="vqvae-prior --from RUN"):
+        pixgen.generate(vq, 2)
+    with pytest.raises(PixgenError, match="not divisible"):
+        pixgen.train("vqvae", steps=1, out=tmp_path / "bad", downsample=3, **TINY_VQ,
+                     **{**common, "image_size": 28})
+
+
+def test_vqvae_logs_reconstruction_and_codebook_metrics(tmp_path):
+    pixgen.train("vqvae", data="digits", steps=4, batch_size=16, image_size=16,
+                 out=tmp_path / "vq", progress=False, overrides=tiny_overrides(), **TINY_VQ)
+    logs = [json.loads(line) for line in (tmp_path / "vq" / "metrics.jsonl").open()]
+    keys = set().union(*logs)
+    for key in ("model/mse", "model/psnr", "model/perplexity", "model/usage",
+                "model/bpd_uniform"):
+        assert key in keys
