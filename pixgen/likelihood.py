@@ -45,6 +45,18 @@ def continuous_nll_to_discrete(nll_nats: torch.Tensor, num_dims: int) -> torch.T
     return nll_nats + num_dims * math.log(BINS / 2)
 
 
+def mean_and_log_scale(out: torch.Tensor, *, channels: int, log_scale: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a decoder's output into a Gaussian mean and log-scale.
+
+    With ``channels`` outputs the scale is the learned per-channel ``log_scale``; with
+    ``2 * channels`` the extra outputs are per-pixel offsets to it (clamped to [-7, 2]), so a
+    certain pixel (a plain background) can cost far fewer bits than an uncertain one."""
+    if out.shape[1] == channels:
+        return out, log_scale
+    return out[:, :channels], (log_scale + out[:, channels:]).clamp(-7.0, 2.0)
+
+
 def _approx_std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixgen.errors import ConfigError
-from pixgen.likelihood import bits_per_dim, discretized_gaussian_log_likelihood
+from pixgen.likelihood import (bits_per_dim, discretized_gaussian_log_likelihood,
+                               mean_and_log_scale)
 from pixgen.models.base import Batch, GenerativeModel, randn
 from pixgen.nn.blocks import resolution_plan
 from pixgen.registry import MODELS
@@ -167,11 +168,9 @@ class VAE(GenerativeModel):
         if self.likelihood == "bernoulli":
             logp = -F.binary_cross_entropy_with_logits(out, target, reduction="none")
         else:
-            log_scale = self.log_scale
-            if self.pixel_scale:  # the decoder predicts a scale per pixel, around the learned one
-                out, offset = out[:, : self.channels], out[:, self.channels:]
-                log_scale = (log_scale + offset).clamp(-7.0, 2.0)
-            logp = discretized_gaussian_log_likelihood(target, mean=out, log_scale=log_scale)
+            mean, log_scale = mean_and_log_scale(out, channels=self.channels,
+                                                 log_scale=self.log_scale)
+            logp = discretized_gaussian_log_likelihood(target, mean=mean, log_scale=log_scale)
         return logp.flatten(1).sum(1)
 
     @torch.no_grad()
