@@ -63,7 +63,7 @@ class ConvDecoder(nn.Module):
 
 
 @MODELS.register("vae", help="convolutional VAE / beta-VAE with a discretised Gaussian or "
-                 "Bernoulli decoder; encode / decode, ELBO in bits/dim")
+                 "Bernoulli decoder; encode / decode, ELBO and IWAE bits/dim")
 class VAE(GenerativeModel):
     """Convolutional VAE.
 
