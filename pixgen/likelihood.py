@@ -196,12 +196,12 @@ def sample_discretized_logistic_mixture(params: torch.Tensor, *, channels: int, 
 
     ``temperature`` scales the logistic scales (1 = the model's distribution)."""
     logits, means, log_scales, coeffs = _split_mixture(params.float(), channels, num_mix)
+    from pixgen.models.base import rand
+
     n, m, _, h, w = means.shape
 
     def uniform(*shape: int) -> torch.Tensor:
-        if generator is None:
-            return torch.rand(shape, device=params.device)
-        return torch.rand(shape, generator=generator, device=generator.device).to(params.device)
+        return rand(*shape, generator=generator, device=params.device)
 
     gumbel = -torch.log(-torch.log(uniform(n, m, h, w).clamp(1e-10, 1 - 1e-10)))
     pick = F.one_hot((logits + gumbel).argmax(1), m).permute(0, 3, 1, 2).unsqueeze(2).float()

@@ -61,6 +61,14 @@ def randn(*shape: int, generator: torch.Generator | None = None,
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
+def rand(*shape: int, generator: torch.Generator | None = None,
+         device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform noise in [0, 1), with the same device rules as :func:`randn`."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
 def randint(high: int, n: int, *, generator: torch.Generator | None = None,
             device: torch.device | str | None = None) -> torch.Tensor:
     """Uniform integers in [0, high), with the same device rules as :func:`randn`."""

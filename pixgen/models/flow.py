@@ -132,24 +132,25 @@ class AffineCoupling(nn.Module):
         self.out = ZeroConv(hidden, 2 * cb)
         self.cond = nn.Linear(cond_dim, hidden) if cond_dim else None
 
-    def _shift_scale(self, xa: torch.Tensor, cond: torch.Tensor | None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shift_log_scale(self, xa: torch.Tensor, cond: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.conv1(xa)
         if self.cond is not None and cond is not None:
             h = h + self.cond(cond)[:, :, None, None]
         h = self.out(F.relu(self.conv2(F.relu(h))))
-        return h[:, 0::2], torch.exp(2.0 * torch.tanh(h[:, 1::2] / 2.0))
+        return h[:, 0::2], 2.0 * torch.tanh(h[:, 1::2] / 2.0)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         xa, xb = x[:, : self.ca], x[:, self.ca:]
-        shift, scale = self._shift_scale(xa, cond)
-        return torch.cat([xa, (xb + shift) * scale], 1), torch.log(scale).flatten(1).sum(1)
+        shift, log_scale = self._shift_log_scale(xa, cond)
+        return (torch.cat([xa, (xb + shift) * torch.exp(log_scale)], 1),
+                log_scale.flatten(1).sum(1))
 
     def inverse(self, y: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         ya, yb = y[:, : self.ca], y[:, self.ca:]
-        shift, scale = self._shift_scale(ya, cond)
-        return torch.cat([ya, yb / scale - shift], 1)
+        shift, log_scale = self._shift_log_scale(ya, cond)
+        return torch.cat([ya, yb * torch.exp(-log_scale) - shift], 1)
 
 
 class FlowStep(nn.Module):

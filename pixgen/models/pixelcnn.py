@@ -12,25 +12,18 @@ from pixgen.errors import ConfigError
 from pixgen.likelihood import (BINS, bits_per_dim, discretized_logistic_mixture_log_likelihood,
                                logistic_mixture_channels, sample_discretized_logistic_mixture,
                                to_levels)
-from pixgen.models.base import Batch, LikelihoodModel, randint
+from pixgen.models.base import Batch, LikelihoodModel, rand, randint
 from pixgen.nn.pixelcnn import GatedPixelCNN
 from pixgen.registry import MODELS
 
 OUTPUTS = ("logistic", "softmax")
 
 
-def uniform_from(generator: torch.Generator | None, shape: tuple[int, ...],
-                 device: torch.device) -> torch.Tensor:
-    if generator is None:
-        return torch.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
-
-
 def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator | None,
                        temperature: float = 1.0) -> torch.Tensor:
     """One draw per row of ``logits`` (N, K) by the Gumbel-max trick, reproducible with a
     seeded generator on any device."""
-    u = uniform_from(generator, tuple(logits.shape), logits.device).clamp(1e-10, 1 - 1e-10)
+    u = rand(*logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-10)
     return (logits.float() / max(temperature, 1e-6) - torch.log(-torch.log(u))).argmax(1)
 
 

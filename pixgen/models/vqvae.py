@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -283,7 +282,3 @@ class VQVAEPrior(LikelihoodModel):
                                   temperature=temperature)
         return self.vqvae.decode(codes)
 
-
-def prior_run_dir(run_dir: Path) -> Path:
-    """Where the two-stage command trains stage one: inside the prior's run directory."""
-    return run_dir / "stage1"
