@@ -12,6 +12,8 @@ The public API::
 
 __version__ = "0.1.0"
 
+from pixgen.apps.inpaint import inpaint, inpaint_files  # noqa: E402
+from pixgen.apps.superres import evaluate_superres, superres, superres_files  # noqa: E402
 from pixgen.apps.translate import translate, translate_files  # noqa: E402
 from pixgen.api import generate, list_datasets, list_models, load, train  # noqa: E402
 from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
@@ -22,5 +24,5 @@ from pixgen.models.base import GenerativeModel, PixgenModel  # noqa: E402
 from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
 __all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
-           "evaluate_run", "evaluate_sets", "generate", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
-           "save_images", "train", "translate", "translate_files", "__version__"]
+           "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "inpaint", "inpaint_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
+           "save_images", "superres", "superres_files", "train", "translate", "translate_files", "__version__"]

@@ -39,6 +39,41 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_diffusion_options(p: argparse.ArgumentParser, *, guidance: bool) -> None:
+    g = p.add_argument_group("diffusion models")
+    g.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="sampling steps (default: the model's sample_steps, 50; ddpm: T)")
+    g.add_argument("--sampler", default=None, choices=("ddim", "ddpm"),
+                   help="ddim (deterministic with --eta 0) or ddpm (ancestral) "
+                   "(default: the model's, ddim)")
+    g.add_argument("--eta", type=float, default=None,
+                   help="DDIM noise: 0 deterministic, 1 DDPM-like (default: 0)")
+    if guidance:
+        g.add_argument("--guidance", type=float, default=None, metavar="W",
+                       help="classifier-free guidance for class-conditional models: 1 = none, "
+                       "0 = unconditional, >1 stronger (default: 2 with labels)")
+
+
+def _sampling_kwargs(args: argparse.Namespace, method: Any, what: str) -> dict[str, Any]:
+    """The sampling flags given on the command line that ``method`` takes; a flag it does
+    not take is an error naming the flag."""
+    import inspect
+
+    flags = {"temperature": "--temperature", "steps": "--steps", "sampler": "--sampler",
+             "eta": "--eta", "guidance": "--guidance", "jump": "--jump",
+             "resample": "--resample"}
+    params = inspect.signature(method).parameters
+    kwargs = {}
+    for key, flag in flags.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key not in params:
+            raise ConfigError(f"{flag}: this model ({what}) does not take it")
+        kwargs[key] = value
+    return kwargs
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixgen", formatter_class=_Formatter,
@@ -117,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class-conditional models: K samples of every class, one grid row per "
                    "class (replaces --n and --labels)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature, for models that take one (default: 1)")
+                   help="sampling temperature, for models that take one (default: the model's)")
+    _add_diffusion_options(p, guidance=True)
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
                    "(default: 256)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row "
@@ -162,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iwae-k", type=int, default=1000, metavar="K",
                    help="importance samples of the IWAE bound on the test NLL, for VAEs "
                    "(0: skip; default: 1000)")
+    p.add_argument("--nll-n", type=int, default=None, metavar="N",
+                   help="score bits/dim on the first N real images only (default: all; a "
+                   "diffusion model's bound costs T network passes per image)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_run_options(p)
     p.set_defaults(func=cmd_eval)
@@ -185,6 +224,62 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 64)")
     _add_run_options(p)
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("inpaint", help="fill masked pixels of images (diffusion: RePaint)",
+                       formatter_class=_Formatter,
+                       description="Complete the masked region of images with a model that "
+                       "can inpaint; writes one PNG per image into --out and inpainting.png "
+                       "(originals, masked inputs, completions). Masks: center, left, "
+                       "strokes, or a PNG where white marks the pixels to fill.",
+                       epilog="examples:\n  pixgen inpaint runs/diffusion-digits --image digits "
+                       "--mask center --n 8\n  pixgen inpaint runs/diffusion-faces --image face.png "
+                       "--mask mask.png --out filled/")
+    p.add_argument("run", help="run directory of a model that can inpaint")
+    p.add_argument("--image", required=True, metavar="IMAGE_OR_DIR_OR_DATASET",
+                   help="an image file, a folder of images, or a dataset name (its first --n "
+                   "test images)")
+    p.add_argument("--mask", default="center", metavar="MASK",
+                   help="center, left, strokes, or a mask PNG, white = fill (default: center)")
+    p.add_argument("--n", type=int, default=8, help="images taken from a dataset (default: 8)")
+    p.add_argument("--labels", default=None, metavar="K,K,...",
+                   help="class labels for class-conditional models (default: unconditional)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the strokes "
+                   "(default: 0)")
+    p.add_argument("--out", default="inpainted", metavar="DIR",
+                   help="output folder (default: inpainted)")
+    p.add_argument("--jump", type=int, default=None, help="RePaint jump length (default: 10)")
+    p.add_argument("--resample", type=int, default=None,
+                   help="RePaint resampling count, 1 = none (default: 5)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="steps of the denoising chain (default: 100)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance with --labels (default: 2)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("superres", help="upscale images x2 / x4 (diffusion-sr)",
+                       formatter_class=_Formatter,
+                       description="Super-resolve an image or a folder with a super-resolution "
+                       "model; writes one PNG per input into --out and superres.png (bicubic "
+                       "above the model's output). With --eval the inputs are high-resolution "
+                       "originals: they are downscaled first, and PSNR and SSIM of the model "
+                       "and of bicubic upsampling against them are printed.",
+                       epilog="examples:\n  pixgen superres runs/diffusion-sr-shapes --input "
+                       "small.png --out big/\n  pixgen superres runs/diffusion-sr-shapes "
+                       "--input test_images/ --eval")
+    p.add_argument("run", help="run directory of a super-resolution model")
+    p.add_argument("--input", required=True, metavar="IMAGE_OR_DIR",
+                   help="an image file, or a folder of images (searched recursively)")
+    p.add_argument("--out", default="superres", metavar="DIR",
+                   help="output folder (default: superres)")
+    p.add_argument("--eval", action="store_true",
+                   help="the inputs are originals: downscale, upscale, report PSNR and SSIM "
+                   "against bicubic")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    _add_diffusion_options(p, guidance=False)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_superres)
 
     p = sub.add_parser("models", help="list the models", formatter_class=_Formatter)
     p.set_defaults(func=cmd_models)
@@ -273,7 +368,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.labels = ",".join(str(k) for k in range(num_classes) for _ in range(args.per_class))
         args.nrow = args.per_class
     labels = _parse_labels(args.labels, args.n)
-    kwargs = {} if args.temperature is None else {"temperature": args.temperature}
+    kwargs = _sampling_kwargs(args, model.sample, model.name)
     images = pixgen.generate(model, args.n, seed=args.seed, labels=labels,
                              batch_size=args.batch_size, progress=not args.no_progress,
                              **kwargs)
@@ -306,8 +401,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.run:
         if args.iwae_k < 0:
             raise ConfigError(f"--iwae-k must be 0 (skip) or more, not {args.iwae_k}")
+        if args.nll_n is not None and args.nll_n < 1:
+            raise ConfigError(f"--nll-n must be at least 1, not {args.nll_n}")
         result = evaluate_run(args.run, n=args.n, split=args.split, seed=args.seed,
-                              batch_size=args.batch_size, iwae_k=args.iwae_k, **common)
+                              batch_size=args.batch_size, iwae_k=args.iwae_k,
+                              nll_n=args.nll_n, **common)
     elif args.real and args.fake:
         result = evaluate_sets(args.real, args.fake, image_size=args.image_size,
                                channels=args.channels, split=args.split, **common)
@@ -332,6 +430,61 @@ def cmd_translate(args: argparse.Namespace) -> int:
                                      batch_size=args.batch_size)
     print(f"translated {len(written) - 1} image(s) {args.direction} into {args.out}/; "
           f"side by side: {written[-1]}")
+    return 0
+
+
+def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int
+                            ) -> tuple[Any, list[Path]]:
+    """Images from a file or folder, or the first ``n`` test images of a dataset."""
+    from pixgen.apps.translate import read_inputs
+    from pixgen.data import load_dataset
+    from pixgen.registry import DATASETS
+
+    if not Path(spec).expanduser().exists() and spec.partition(":")[0] in DATASETS:
+        if n < 1:
+            raise ConfigError(f"--n must be at least 1, not {n}")
+        data = load_dataset(spec, split="test", image_size=image_size, channels=channels)
+        images = data.images[:n]
+        return images, [Path(f"{spec.replace(':', '_')}-{i:04d}.png") for i in range(len(images))]
+    return read_inputs(spec, image_size=image_size, channels=channels, flag="--image")
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    import pixgen
+
+    model = pixgen.load(args.run, device=args.device or "auto")
+    model.require("inpaint", "pixgen inpaint")
+    images, names = _read_images_or_dataset(args.image, n=args.n,
+                                            image_size=model.config["image_size"],
+                                            channels=model.config["channels"])
+    kwargs = _sampling_kwargs(args, model.inpaint, model.name)  # type: ignore[attr-defined]
+    labels = _parse_labels(args.labels, len(images))
+    if labels is not None:
+        import torch
+
+        kwargs["labels"] = torch.tensor(labels)
+    kwargs["progress"] = not args.no_progress
+    written, _ = pixgen.inpaint_files(model, images, names, args.mask, args.out,
+                                      seed=args.seed, **kwargs)
+    print(f"inpainted {len(written) - 1} image(s) with mask {args.mask} into {args.out}/; "
+          f"before / after: {written[-1]}")
+    return 0
+
+
+def cmd_superres(args: argparse.Namespace) -> int:
+    import pixgen
+
+    model = pixgen.load(args.run, device=args.device or "auto")
+    model.require("superres", "pixgen superres")
+    kwargs = _sampling_kwargs(args, model.superres, model.name)  # type: ignore[attr-defined]
+    written, metrics = pixgen.superres_files(model, args.input, args.out, evaluate=args.eval,
+                                             seed=args.seed, batch_size=args.batch_size,
+                                             progress=not args.no_progress, **kwargs)
+    print(f"super-resolved {len(written) - 1} image(s) x{model.config['scale']} into "
+          f"{args.out}/; bicubic vs model: {written[-1]}")
+    if metrics:
+        print(f"PSNR {metrics['psnr']:.2f} dB (bicubic {metrics['psnr_bicubic']:.2f}), "
+              f"SSIM {metrics['ssim']:.4f} (bicubic {metrics['ssim_bicubic']:.4f})")
     return 0
 
 
@@ -376,7 +529,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "data": {k: v for k, v in meta.get("data", {}).items() if k != "class_names"},
         "training": meta.get("training", {}),
         "capabilities": sorted(c for c in ("encode", "decode", "log_prob", "nll_bits_per_dim",
-                                           "inpaint", "translate", "class_conditional")
+                                           "inpaint", "translate", "superres", "class_conditional")
                                if model.can(c)),
         "last_metrics": last,
         "versions": meta.get("versions", {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
         if len(labels) != n:
             raise ConfigError(f"got {len(labels)} labels for {n} samples")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    if progress and n <= batch_size and "progress" in inspect.signature(model.sample).parameters:
+        kwargs.setdefault("progress", True)  # one batch of a many-step sampler: show the steps
     model.eval()
     out = []
     starts = range(0, n, batch_size)

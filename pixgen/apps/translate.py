@@ -15,7 +15,7 @@ from pixgen.utils.images import make_grid, save_image
 GRID_NAME = "translations.png"
 
 
-def read_inputs(path: str | Path, *, image_size: int, channels: int
+def read_inputs(path: str | Path, *, image_size: int, channels: int, flag: str = "--input"
                 ) -> tuple[torch.Tensor, list[Path]]:
     """An image file or a folder of images (recursively) as uint8 (N, C, size, size), with
     the paths relative to the folder (or the file's name)."""
@@ -28,7 +28,7 @@ def read_inputs(path: str | Path, *, image_size: int, channels: int
     elif path.is_file():
         files, rel = [path], [Path(path.name)]
     else:
-        raise DataError(f"--input {path} does not exist")
+        raise DataError(f"{flag} {path} does not exist")
     images = decode_images(files, size=image_size)
     return transforms.to_channels(images, channels), rel
 

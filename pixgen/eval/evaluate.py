@@ -125,7 +125,8 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                  split: str = "test", seed: int = 0, device: str = "auto",
                  batch_size: int = 256, data_dir: str | None = None,
                  inception_weights: str | None = None, progress: bool = True,
-                 write: bool = True, iwae_k: int = 1000) -> dict[str, Any]:
+                 write: bool = True, iwae_k: int = 1000, nll_n: int | None = None
+                 ) -> dict[str, Any]:
     """Score a trained run against real images; write eval.json and the model card.
 
     Args:
@@ -142,6 +143,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         write: write eval.json and README.md (the model card) into the run directory.
         iwae_k: importance samples of the IWAE bound, for models that offer one (the VAE);
             0 skips it.
+        nll_n: score bits/dim on the first ``nll_n`` real images only (default: all).
     """
     import pixgen
 
@@ -170,12 +172,14 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
     fake = featurize(extractor, to_uint8(fake_images), progress=progress, requested=requested)
     result = score(real, fake, num_classes=extractor.label_classes, seed=seed)
     if model.can("nll_bits_per_dim"):
-        result["bits_per_dim"] = mean_bits_per_dim(model, real_data.images,
-                                                   batch_size=batch_size, device=model.device)
+        nll_images = real_data.images[:nll_n] if nll_n else real_data.images
+        result["bits_per_dim"] = mean_bits_per_dim(model, nll_images, batch_size=batch_size,
+                                                   device=model.device, progress=progress)
+        result["bits_per_dim_n"] = len(nll_images)
         result["bits_per_dim_kind"] = getattr(model, "bits_per_dim_kind", "exact")
         if iwae_k > 1 and hasattr(model, "iwae_nll"):
             result["bits_per_dim_iwae"] = mean_bits_per_dim(
-                model, real_data.images, batch_size=max(1, min(batch_size, 4096 // iwae_k)),
+                model, nll_images, batch_size=max(1, min(batch_size, 4096 // iwae_k)),
                 device=model.device, progress=progress, k=iwae_k)
             result["iwae_k"] = iwae_k
     result.update({

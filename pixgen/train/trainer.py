@@ -384,6 +384,12 @@ class Trainer:
                 gen = torch.Generator().manual_seed(self.cfg.seed)
                 images = model.sample(n, labels=labels, generator=gen)
                 nrow = None
+            elif model.can("superres"):  # low-res, bicubic, model, original
+                k = min(8, len(self.batcher.data.images))
+                gen = torch.Generator().manual_seed(self.cfg.seed)
+                x = to_float(self.batcher.data.images[:k]).to(self.device)
+                images = model.preview_rows(x, generator=gen)  # type: ignore[attr-defined]
+                nrow = k
             elif not model.can("translate"):  # an autoencoder: inputs above reconstructions
                 k = min(8, len(self.batcher.data.images))
                 x = to_float(self.batcher.data.images[:k])
@@ -525,7 +531,7 @@ class Trainer:
                         last_time, last_step = now, self.step
                     if t.sample_every and (self.step % t.sample_every == 0 or done) \
                             and any(self.model.can(c) for c in ("sample", "translate",
-                                                                 "decode")):
+                                                                 "decode", "superres")):
                         self.sample_grid(logger)
                     if t.eval_every and (self.step % t.eval_every == 0 or done) \
                             and self.model.can("sample"):

@@ -38,12 +38,14 @@ def outputs(model, seed: int) -> torch.Tensor:
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     if model.can("translate"):
         return model.translate(x, direction="AtoB")
+    if model.can("superres"):
+        return model.superres(x[:, :, ::4, ::4], generator=torch.Generator().manual_seed(seed))
     return model.decode(model.encode(x))
 
 
 # Everything users train to make images: generative, translation and autoencoding models.
 MAKERS = [n for n in MODELS.names() if issubclass(MODELS.get(n), GenerativeModel)
-          or {"translate", "decode"} & MODELS.get(n).capabilities]
+          or {"translate", "decode", "superres"} & MODELS.get(n).capabilities]
 
 
 @pytest.fixture(params=MAKERS)
@@ -53,7 +55,7 @@ def name(request):
 
 def test_registered_with_help_and_docs(name):
     cls = MODELS.get(name)
-    assert issubclass(cls, GenerativeModel) or {"translate", "decode"} & cls.capabilities
+    assert issubclass(cls, GenerativeModel) or {"translate", "decode", "superres"} & cls.capabilities
     assert cls.registered_name == name
     assert cls.__doc__ and "Args:" in cls.__doc__
     assert set(cls.capabilities) <= set(CAPABILITIES)

@@ -1,0 +1,59 @@
+"""Masks for inpainting (pixgen/apps/inpaint.py): built-in shapes, PNG files, metrics."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixgen.apps.inpaint import (BUILTIN_MASKS, builtin_mask, load_mask, masked_psnr,
+                                 mean_fill, resolve_mask)
+from pixgen.errors import ConfigError, DataError
+
+
+def test_builtin_masks_cover_what_they_say():
+    assert builtin_mask("center", 16).float().mean() == pytest.approx(0.25)
+    left = builtin_mask("left", 16)
+    assert left[..., :8].all() and not left[..., 8:].any()
+    strokes = builtin_mask("strokes", 32, n=4, seed=1)
+    cover = strokes.float().mean((1, 2, 3))
+    assert strokes.shape == (4, 1, 32, 32) and ((cover > 0.03) & (cover < 0.8)).all()
+    assert not torch.equal(strokes[0], strokes[1])  # a pattern per image
+    assert torch.equal(strokes, builtin_mask("strokes", 32, n=4, seed=1))  # seeded
+    with pytest.raises(ConfigError, match="unknown mask"):
+        builtin_mask("circle", 16)
+    assert set(BUILTIN_MASKS) == {"center", "left", "strokes"}
+
+
+def test_png_masks_white_or_transparent_means_fill(tmp_path):
+    a = np.zeros((40, 40), dtype=np.uint8)
+    a[:, 20:] = 255
+    Image.fromarray(a).save(tmp_path / "m.png")
+    m = load_mask(tmp_path / "m.png", 8)
+    assert m.shape == (1, 1, 8, 8) and m[..., 4:].all() and not m[..., :4].any()
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:2, :, 3] = 0  # transparent rows: fill
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    m = load_mask(tmp_path / "a.png", 8)
+    assert m[..., :2, :].all() and not m[..., 2:, :].any()
+    assert torch.equal(resolve_mask(str(tmp_path / "m.png"), 8), load_mask(tmp_path / "m.png", 8))
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(DataError, match="bad.png"):
+        load_mask(tmp_path / "bad.png", 8)
+    with pytest.raises(ConfigError, match="not a built-in mask"):
+        resolve_mask("nothere.png", 8)
+    with pytest.raises(ConfigError, match="the images 8x8"):
+        resolve_mask(torch.ones(4, 4), 8)
+
+
+def test_masked_psnr_and_mean_fill():
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    mask = builtin_mask("center", 8)
+    y = x.clone()
+    y[mask.expand_as(y)] += 0.2  # error of 0.2 inside the hole only
+    assert masked_psnr(y, x, mask).tolist() == pytest.approx([10 * np.log10(4 / 0.04)] * 2,
+                                                             rel=1e-4)
+    filled = mean_fill(x, mask)
+    assert torch.equal(filled[~mask.expand_as(x)], x[~mask.expand_as(x)])
+    known_mean = x[:, 0][~mask[0].expand(2, 8, 8)].reshape(2, -1).mean(1)
+    torch.testing.assert_close(filled[:, 0, 4, 4], known_mean)
