@@ -8,13 +8,15 @@ Stages (each cached in OUT/results.json, reused with --reuse when its settings m
   on shapes at 16 px (RGB); ``diffusion-sr`` x4 on shapes at 32 px (8 px inputs). A run
   directory that already holds a finished run with the same settings is reused.
 - fid: FID (classifier features, against the digits test split) of DDPM with 1000 steps and
-  DDIM with 50 steps (eta 0), both class-conditional without guidance, same labels and n.
-- guidance: the share of DDIM-50 samples that the evaluation classifier assigns to the
-  requested class, for guidance weights 1 (none), 2 (the default) and 3.
+  DDIM with 50 steps (eta 0), both class-conditional without guidance, same labels and n;
+  ddim_eta: the same for DDIM-50 with eta 0.5 and 1 (the default).
+- guidance: the share of DDIM-50 samples (the model's default eta) that the evaluation
+  classifier assigns to the requested class, for guidance weights 1 (none), 2 (the default)
+  and 3.
 - bpd: the variational bound in bits/dim on the first test images (all 1000 terms).
 - inpaint: RePaint (100 steps, jump 10, resample 5) on held-out test images with the
   centre, left-half and stroke masks: PSNR on the masked pixels against mean-fill.
-- sr: PSNR / SSIM of x4 super-resolution (DDIM-50) against bicubic on held-out shapes, and
+- sr: PSNR / SSIM of x4 super-resolution (DDIM-50, eta 0) against bicubic on held-out shapes, and
   on 32 px crops of scikit-image's bundled photos (out of domain).
 - speed (--speed): benchmarks/diffusion_speed.py: training images/s against diffusers'
   UNet2DModel + DDPMScheduler loop at an equal parameter count and batch, and sampling
@@ -94,7 +96,7 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 def stage_fid(model: Any, n: int, extractor: Any, real: Any) -> dict[str, Any]:
     labels = torch.arange(n) % 10
     res: dict[str, Any] = {"n": n}
-    for key, kw in (("ddim50", {"sampler": "ddim", "steps": 50}),
+    for key, kw in (("ddim50", {"sampler": "ddim", "steps": 50, "eta": 0.0}),
                     ("ddpm1000", {"sampler": "ddpm", "steps": 1000})):
         images, secs = timed(pixgen.generate, model, n, seed=0, labels=labels,
                              batch_size=250, guidance=1.0, progress=True, **kw)
@@ -108,10 +110,26 @@ def stage_fid(model: Any, n: int, extractor: Any, real: Any) -> dict[str, Any]:
     return res
 
 
+def stage_ddim_eta(model: Any, n: int, extractor: Any, real: Any) -> dict[str, Any]:
+    """DDIM-50 at other etas (the fid stage's DDIM row is eta 0), same labels and n."""
+    labels = torch.arange(n) % 10
+    res: dict[str, Any] = {}
+    for eta in (0.5, 1.0):
+        images = pixgen.generate(model, n, seed=0, labels=labels, batch_size=250,
+                                 guidance=1.0, sampler="ddim", steps=50, eta=eta)
+        s = score(real, featurize(extractor, to_uint8(images), requested=labels),
+                  num_classes=10, seed=0)
+        res[f"eta{eta:g}"] = {"fid": s["fid"], "kid": s["kid_mean"],
+                              "precision": s["precision"], "recall": s["recall"],
+                              "accuracy": s["conditional_accuracy"]}
+        print(f"   ddim50 eta {eta:g}: FID {s['fid']:.3f}", flush=True)
+    return res
+
+
 def stage_guidance(model: Any, per_class: int, extractor: Any, grids: Path | None
                    ) -> dict[str, Any]:
     labels = torch.arange(10).repeat_interleave(per_class)
-    res: dict[str, Any] = {"n": len(labels)}
+    res: dict[str, Any] = {"n": len(labels), "eta": model.sample_eta}
     for w in GUIDANCE:
         images = pixgen.generate(model, len(labels), seed=0, labels=labels, batch_size=250,
                                  guidance=w, steps=50)
@@ -177,7 +195,8 @@ def stage_sr(model: Any, n: int, grids: Path | None) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for key, hr in (("shapes", to_float(test.images[:n])),
                     ("photos", skimage_crops(size, channels))):
-        (out, bicubic, m), secs = timed(evaluate_superres, model, hr, seed=0, steps=50)
+        (out, bicubic, m), secs = timed(evaluate_superres, model, hr, seed=0, steps=50,
+                                        eta=0.0)
         res[key] = {**m, "n": len(hr), "seconds": secs}
         print(f"   {key}: PSNR {m['psnr']:.2f} (bicubic {m['psnr_bicubic']:.2f}), "
               f"SSIM {m['ssim']:.3f} (bicubic {m['ssim_bicubic']:.3f})", flush=True)
@@ -196,7 +215,7 @@ def main() -> None:
     ap.add_argument("--n-bpd", type=int, default=100, help="test images of the bound")
     ap.add_argument("--n-inpaint", type=int, default=48)
     ap.add_argument("--n-sr", type=int, default=48)
-    ap.add_argument("--stages", default="fid,guidance,bpd,inpaint,sr",
+    ap.add_argument("--stages", default="fid,ddim_eta,guidance,bpd,inpaint,sr",
                     help="comma-separated stages to run (default: all but speed)")
     ap.add_argument("--speed", action="store_true", help="also measure speed (diffusers)")
     ap.add_argument("--speed-steps", type=int, default=100)
@@ -230,13 +249,17 @@ def main() -> None:
         print(f"-- {stage}", flush=True)
         return True
 
-    digits = train_or_reuse("digits", root) if {"fid", "guidance", "bpd", "inpaint"} & set(
-        stages) else None
+    digits = train_or_reuse("digits", root) if {"fid", "ddim_eta", "guidance", "bpd",
+                                                "inpaint"} & set(stages) else None
     test = load_dataset("digits", split="test", image_size=16)
     extractor = get_extractor("classifier", test.info, progress=False)
     if need("fid"):
         real = featurize(extractor, test.images)
         results["fid"] = stage_fid(digits, args.n_fid, extractor, real)
+        save()
+    if need("ddim_eta"):
+        real = featurize(extractor, test.images)
+        results["ddim_eta"] = stage_ddim_eta(digits, args.n_fid, extractor, real)
         save()
     if need("guidance"):
         results["guidance"] = stage_guidance(digits, args.per_class, extractor, grids)
@@ -280,17 +303,23 @@ def report(r: dict[str, Any], settings: dict[str, Any]) -> str:
         f = r["fid"]
         lines += ["| sampler | FID (classifier features) | KID | precision | recall | "
                   "class accuracy | images/s |", "|---|---|---|---|---|---|---|"]
-        for key, label in (("ddpm1000", "DDPM, 1000 steps"), ("ddim50", "DDIM, 50 steps")):
-            v = f[key]
+        table = [("DDPM, 1000 steps", f["ddpm1000"]), ("DDIM, 50 steps, eta 0", f["ddim50"])]
+        for key, v in r.get("ddim_eta", {}).items():
+            table.append((f"DDIM, 50 steps, eta {key[3:]}", {**v, "images_per_s": None}))
+        for label, v in table:
+            speed = f"{v['images_per_s']:.2f}" if v.get("images_per_s") else "-"
             lines.append(f"| {label} | {v['fid']:.3f} | {v['kid']:.4f} | {v['precision']:.3f} "
-                         f"| {v['recall']:.3f} | {v['accuracy']:.3f} | "
-                         f"{v['images_per_s']:.2f} |")
-        lines += ["", f"DDIM-50 / DDPM-1000 FID: {f['fid_ratio']:.3f} ({f['n']} samples each, "
-                  f"class-conditional without guidance, against the digits test split).", ""]
+                         f"| {v['recall']:.3f} | {v['accuracy']:.3f} | {speed} |")
+        ratios = [f"eta 0: {f['fid_ratio']:.3f}"] + [
+            f"eta {k[3:]}: {v['fid'] / f['ddpm1000']['fid']:.3f}"
+            for k, v in r.get("ddim_eta", {}).items()]
+        lines += ["", f"DDIM-50 / DDPM-1000 FID, {', '.join(ratios)} ({f['n']} samples each, "
+                  f"class-conditional without guidance, against the digits test split; "
+                  f"images/s on a CPU shared with other jobs).", ""]
     if "guidance" in r:
         g = r["guidance"]
-        lines.append(f"Guided DDIM-50 samples classified as the requested class ({g['n']} "
-                     "samples): " + ", ".join(f"w = {w:g}: {100 * g[f'w{w:g}']:.1f}%"
+        lines.append(f"Guided DDIM-50 samples (eta {g.get('eta', 0):g}) classified as the "
+                     f"requested class ({g['n']} samples): " + ", ".join(f"w = {w:g}: {100 * g[f'w{w:g}']:.1f}%"
                                               for w in GUIDANCE) + ".")
         lines.append("")
     if "bpd" in r:

@@ -47,7 +47,8 @@ def _add_diffusion_options(p: argparse.ArgumentParser, *, guidance: bool) -> Non
                    help="ddim (deterministic with --eta 0) or ddpm (ancestral) "
                    "(default: the model's, ddim)")
     g.add_argument("--eta", type=float, default=None,
-                   help="DDIM noise: 0 deterministic, 1 DDPM-like (default: 0)")
+                   help="DDIM noise: 0 deterministic, 1 as much as DDPM (default: the "
+                   "model's sample_eta, 1)")
     if guidance:
         g.add_argument("--guidance", type=float, default=None, metavar="W",
                        help="classifier-free guidance for class-conditional models: 1 = none, "
@@ -368,7 +369,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.labels = ",".join(str(k) for k in range(num_classes) for _ in range(args.per_class))
         args.nrow = args.per_class
     labels = _parse_labels(args.labels, args.n)
-    kwargs = _sampling_kwargs(args, model.sample, model.name)
+    model.require("sample", "sampling")
+    kwargs = _sampling_kwargs(args, model.sample, model.name)  # type: ignore[attr-defined]
     images = pixgen.generate(model, args.n, seed=args.seed, labels=labels,
                              batch_size=args.batch_size, progress=not args.no_progress,
                              **kwargs)

@@ -192,7 +192,7 @@ class GaussianDiffusion:
         sigma2 = eta ** 2 * (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
         x_prev = (self._like(a_p.sqrt(), x_t) * self._clip(x0)
                   + self._like((1 - a_p - sigma2).clamp(min=0).sqrt(), x_t) * eps)
-        if eta > 0:
+        if eta > 0 and prev >= 0:  # the last step (to the clean image) has no noise
             if noise is None:
                 raise ValueError("ddim_step with eta > 0 needs noise")
             x_prev = x_prev + self._like(sigma2.sqrt(), x_t) * noise

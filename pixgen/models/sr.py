@@ -69,6 +69,7 @@ class DiffusionSR(DiffusionCore, PixgenModel):
         variance: DDPM's fixed variance, "small" or "large".
         sample_steps: default number of sampling steps.
         sampler: default sampler, "ddim" or "ddpm".
+        sample_eta: DDIM's default eta (1, as the diffusion model's; 0 is deterministic).
     """
 
     default_optim = {"model": {"lr": 2e-4, "betas": (0.9, 0.999)}}
@@ -81,7 +82,7 @@ class DiffusionSR(DiffusionCore, PixgenModel):
                  attention_res: Sequence[int] = (8,), dropout: float = 0.1,
                  timesteps: int = 1000, schedule: str = "linear", prediction: str = "eps",
                  residual: bool = True, variance: str = "small", sample_steps: int = 50,
-                 sampler: str = "ddim") -> None:
+                 sampler: str = "ddim", sample_eta: float = 1.0) -> None:
         super().__init__()
         if scale not in SCALES:
             raise ConfigError(f"diffusion-sr scale must be 2 or 4, not {scale}")
@@ -97,6 +98,9 @@ class DiffusionSR(DiffusionCore, PixgenModel):
         self.num_classes, self.cond_drop = 0, 0.0
         self.variance = variance
         self.sample_steps, self.default_sampler = sample_steps, sampler
+        if sample_eta < 0:
+            raise ConfigError(f"sample_eta must be >= 0, not {sample_eta}")
+        self.sample_eta = sample_eta
         # a residual lies in [-2, 2]
         self.process = GaussianDiffusion(timesteps=timesteps, schedule=schedule,
                                          prediction=prediction, clip=2.0 if residual else 1.0)
@@ -118,7 +122,7 @@ class DiffusionSR(DiffusionCore, PixgenModel):
 
     @torch.no_grad()
     def superres(self, low_res: torch.Tensor, *, steps: int | None = None,
-                 sampler: str | None = None, eta: float = 0.0, spacing: str = "leading",
+                 sampler: str | None = None, eta: float | None = None, spacing: str = "leading",
                  generator: torch.Generator | None = None, progress: bool = False
                  ) -> torch.Tensor:
         """Upscale ``low_res`` (N, C, h, w) in [-1, 1] by ``scale``.
@@ -139,6 +143,7 @@ class DiffusionSR(DiffusionCore, PixgenModel):
             raise ConfigError(f"superres takes (N, {self.channels}, h, w) images, got "
                               f"{tuple(low_res.shape)}")
         sampler = sampler or self.default_sampler
+        eta = self.sample_eta if eta is None else eta
         if steps is None:
             steps = self.process.timesteps if sampler == "ddpm" else self.sample_steps
         up = bicubic_upscale(low_res.to(self.device), self.scale)
