@@ -291,8 +291,9 @@ def main() -> None:
 
 
 def report(r: dict[str, Any], settings: dict[str, Any]) -> str:
-    lines = [f"Machine: {machine()}. Command: `python benchmarks/diffusion.py --reuse --speed "
-             f"--grids docs/images --write BENCHMARKS.md`. Models: a U-Net of width 32, "
+    lines = [f"Machine: {machine()}. Command: `python benchmarks/diffusion.py --n-fid "
+             f"{settings['n_fid']} --grids docs/images --write BENCHMARKS.md` (`--speed` adds "
+             f"the speed table; `--reuse` keeps finished stages). Models: a U-Net of width 32, "
              f"levels (1, 2, 2), one residual block per level, attention at 8x8 "
              f"(`diffusion`, 1.1M parameters); linear schedule, eps prediction, T = 1000.", ""]
     for name, (model, data, size, steps, batch, lr, args) in settings["runs"].items():
