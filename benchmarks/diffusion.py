@@ -315,13 +315,14 @@ def report(r: dict[str, Any], settings: dict[str, Any]) -> str:
             f"eta {k[3:]}: {v['fid'] / f['ddpm1000']['fid']:.3f}"
             for k, v in r.get("ddim_eta", {}).items()]
         lines += ["", f"DDIM-50 / DDPM-1000 FID, {', '.join(ratios)} ({f['n']} samples each, "
-                  f"class-conditional without guidance, against the digits test split; "
+                  f"class-conditional without guidance, against the digits test split; KID is "
+                  f"the unbiased estimate, which can fall below 0 when the sets are close; "
                   f"images/s on a CPU shared with other jobs).", ""]
     if "guidance" in r:
         g = r["guidance"]
+        shares = ", ".join(f"w = {w:g}: {100 * g[f'w{w:g}']:.1f}%" for w in GUIDANCE)
         lines.append(f"Guided DDIM-50 samples (eta {g.get('eta', 0):g}) classified as the "
-                     f"requested class ({g['n']} samples): " + ", ".join(f"w = {w:g}: {100 * g[f'w{w:g}']:.1f}%"
-                                              for w in GUIDANCE) + ".")
+                     f"requested class ({g['n']} samples): {shares}.")
         lines.append("")
     if "bpd" in r:
         b = r["bpd"]

@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(originals, masked inputs, completions). Masks: center, left, "
                        "strokes, or a PNG where white marks the pixels to fill.",
                        epilog="examples:\n  pixgen inpaint runs/diffusion-digits --image digits "
-                       "--mask center --n 8\n  pixgen inpaint runs/diffusion-faces --image face.png "
-                       "--mask mask.png --out filled/")
+                       "--mask center --n 8\n  pixgen inpaint runs/diffusion-faces "
+                       "--image face.png --mask mask.png --out filled/")
     p.add_argument("run", help="run directory of a model that can inpaint")
     p.add_argument("--image", required=True, metavar="IMAGE_OR_DIR_OR_DATASET",
                    help="an image file, a folder of images, or a dataset name (its first --n "
@@ -513,6 +513,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from pixgen.models.base import CAPABILITIES
     from pixgen.train import checkpoint as ckpt
 
     model = ckpt.load_model(args.run)
@@ -530,9 +531,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "config": meta["config"],
         "data": {k: v for k, v in meta.get("data", {}).items() if k != "class_names"},
         "training": meta.get("training", {}),
-        "capabilities": sorted(c for c in ("encode", "decode", "log_prob", "nll_bits_per_dim",
-                                           "inpaint", "translate", "superres", "class_conditional")
-                               if model.can(c)),
+        "capabilities": sorted(c for c in CAPABILITIES if c != "sample" and model.can(c)),
         "last_metrics": last,
         "versions": meta.get("versions", {}),
     }

@@ -93,6 +93,9 @@ class GaussianDiffusion:
         ab = torch.cumprod(1 - self.betas, dim=0)
         # index t + 1, so that "timestep -1" (the clean image) has a = 1
         self._alphas_cumprod = torch.cat([torch.ones(1, dtype=torch.float64), ab])
+        # sqrt(a_t) and sqrt(1 - a_t) (float64, then float32), kept per device so the training
+        # path gathers them there without moving timesteps to the host
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -110,6 +113,18 @@ class GaussianDiffusion:
         1 - a_t loses most of its digits at small t."""
         return c.to(like.dtype).to(like.device).reshape(-1, *([1] * (like.dim() - 1)))
 
+    def _signal_noise(self, t: torch.Tensor | int, like: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(a_t), sqrt(1 - a_t)) gathered on ``like``'s device, shaped to broadcast."""
+        if like.device not in self._tables:
+            ab = self._alphas_cumprod
+            self._tables[like.device] = (ab.sqrt().float().to(like.device),
+                                         (1 - ab).sqrt().float().to(like.device))
+        sig, noi = self._tables[like.device]
+        idx = torch.as_tensor(t, device=like.device).reshape(-1) + 1
+        shape = (-1, *([1] * (like.dim() - 1)))
+        return sig[idx].to(like.dtype).reshape(shape), noi[idx].to(like.dtype).reshape(shape)
+
     def alpha_bar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """a_t for timesteps ``t`` (an int or an (N,) tensor; -1 gives 1), shaped to
         broadcast against ``like`` and in its dtype and device."""
@@ -119,8 +134,8 @@ class GaussianDiffusion:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor
                  ) -> torch.Tensor:
         """x_t ~ q(x_t | x_0) (Ho et al. 2020, eq. 4) for the given noise."""
-        a = self._ab(t)
-        return self._like(a.sqrt(), x0) * x0 + self._like((1 - a).sqrt(), x0) * noise
+        sig, noi = self._signal_noise(t, x0)
+        return sig * x0 + noi * noise
 
     def renoise(self, x_s: torch.Tensor, s: int, t: int, noise: torch.Tensor) -> torch.Tensor:
         """x_t ~ q(x_t | x_s) for s < t: sqrt(a_t / a_s) x_s + sqrt(1 - a_t / a_s) noise
@@ -132,8 +147,8 @@ class GaussianDiffusion:
         """What the network is trained to predict at (x_0, noise, t)."""
         if self.prediction == "eps":
             return noise
-        a = self._ab(t)
-        return self._like(a.sqrt(), x0) * noise - self._like((1 - a).sqrt(), x0) * x0
+        sig, noi = self._signal_noise(t, x0)
+        return sig * noise - noi * x0
 
     def split(self, x_t: torch.Tensor, t: torch.Tensor | int, out: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +160,8 @@ class GaussianDiffusion:
         sa, sb = self._like(a.sqrt(), x_t), self._like((1 - a).sqrt(), x_t)
         return sa * x_t - sb * out, sa * out + sb * x_t
 
-    def _clip(self, x0: torch.Tensor) -> torch.Tensor:
+    def clip_x0(self, x0: torch.Tensor) -> torch.Tensor:
+        """x_0 clipped to the process's range, as the reverse steps use it."""
         return x0.clamp(-self.clip, self.clip) if self.clip > 0 else x0
 
     # -- reverse process ----------------------------------------------------------------
@@ -178,7 +194,7 @@ class GaussianDiffusion:
         """One ancestral step x_t -> x_prev (Ho et al. 2020, algorithm 2, via the posterior
         mean with the clipped x_0 as in their code). ``noise`` may be None when prev < 0."""
         x0, _ = self.split(x_t, t, out)
-        mean, _ = self.posterior(self._clip(x0), x_t, t, prev)
+        mean, _ = self.posterior(self.clip_x0(x0), x_t, t, prev)
         if prev < 0 or noise is None:
             return mean
         return mean + self.step_variance(t, prev, x_t, variance).sqrt() * noise
@@ -190,7 +206,7 @@ class GaussianDiffusion:
         x0, eps = self.split(x_t, t, out)
         a_t, a_p = self._ab(t), self._ab(prev)
         sigma2 = eta ** 2 * (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
-        x_prev = (self._like(a_p.sqrt(), x_t) * self._clip(x0)
+        x_prev = (self._like(a_p.sqrt(), x_t) * self.clip_x0(x0)
                   + self._like((1 - a_p - sigma2).clamp(min=0).sqrt(), x_t) * eps)
         if eta > 0 and prev >= 0:  # the last step (to the clean image) has no noise
             if noise is None:

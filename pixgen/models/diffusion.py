@@ -42,6 +42,35 @@ class DiffusionCore:
     num_classes: int
     cond_drop: float
     variance: str
+    sample_steps: int
+    default_sampler: str
+    sample_eta: float
+
+    def init_process(self, *, timesteps: int, schedule: str, prediction: str, variance: str,
+                     sample_steps: int, sampler: str, sample_eta: float, clip: float = 1.0
+                     ) -> None:
+        """Validate and keep the process and the sampling defaults (the constructor
+        arguments both diffusion models share)."""
+        check_choice(schedule, SCHEDULES, "diffusion schedule")
+        check_choice(prediction, PREDICTIONS, "diffusion prediction")
+        check_choice(variance, VARIANCES, "diffusion variance")
+        check_choice(sampler, SAMPLERS, "sampler")
+        if sample_eta < 0:
+            raise ConfigError(f"sample_eta must be >= 0, not {sample_eta}")
+        self.process = GaussianDiffusion(timesteps=timesteps, schedule=schedule,
+                                         prediction=prediction, clip=clip)
+        sampling_timesteps(timesteps, sample_steps)  # validate
+        self.variance, self.sample_eta = variance, sample_eta
+        self.sample_steps, self.default_sampler = sample_steps, sampler
+
+    def sampling_defaults(self, steps: int | None, sampler: str | None, eta: float | None
+                          ) -> tuple[int, str, float]:
+        """The requested (steps, sampler, eta), the model's defaults where None; DDPM
+        defaults to all T steps."""
+        sampler = sampler or self.default_sampler
+        if steps is None:
+            steps = self.process.timesteps if sampler == "ddpm" else self.sample_steps
+        return steps, sampler, self.sample_eta if eta is None else eta
 
     def drop_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Replace each label by the null class with probability ``cond_drop`` (training)."""
@@ -160,24 +189,15 @@ class Diffusion(DiffusionCore, LikelihoodModel):
                  cond_drop: float = 0.1, variance: str = "small", sample_steps: int = 50,
                  sampler: str = "ddim", sample_eta: float = 1.0) -> None:
         super().__init__()
-        check_choice(schedule, SCHEDULES, "diffusion schedule")
-        check_choice(prediction, PREDICTIONS, "diffusion prediction")
-        check_choice(variance, VARIANCES, "diffusion variance")
-        check_choice(sampler, SAMPLERS, "sampler")
         if not 0 <= cond_drop < 1:
             raise ConfigError(f"cond_drop must be in [0, 1), not {cond_drop}")
         self.image_size, self.channels = image_size, channels
         self.num_classes = num_classes
         self.num_dims = channels * image_size * image_size
         self.cond_drop = cond_drop if num_classes else 0.0
-        self.variance = variance
-        self.sample_steps, self.default_sampler = sample_steps, sampler
-        if sample_eta < 0:
-            raise ConfigError(f"sample_eta must be >= 0, not {sample_eta}")
-        self.sample_eta = sample_eta
-        self.process = GaussianDiffusion(timesteps=timesteps, schedule=schedule,
-                                         prediction=prediction)
-        sampling_timesteps(timesteps, sample_steps)  # validate
+        self.init_process(timesteps=timesteps, schedule=schedule, prediction=prediction,
+                          variance=variance, sample_steps=sample_steps, sampler=sampler,
+                          sample_eta=sample_eta)
         self.net = UNet(in_channels=channels, out_channels=channels, width=width,
                         channel_mult=channel_mult, res_blocks=res_blocks,
                         attention_res=attention_res, image_size=image_size, dropout=dropout,
@@ -216,10 +236,7 @@ class Diffusion(DiffusionCore, LikelihoodModel):
             noise: the initial x_{T-1} instead of drawing it (e.g. from DDIM inversion).
         """
         labels = self.check_labels(n, labels)
-        sampler = sampler or self.default_sampler
-        eta = self.sample_eta if eta is None else eta
-        if steps is None:
-            steps = self.process.timesteps if sampler == "ddpm" else self.sample_steps
+        steps, sampler, eta = self.sampling_defaults(steps, sampler, eta)
         check_choice(spacing, SPACINGS, "timestep spacing")
         guidance = self.resolve_guidance(labels, guidance)
         shape = (n, self.channels, self.image_size, self.image_size)
@@ -256,7 +273,7 @@ class Diffusion(DiffusionCore, LikelihoodModel):
             x_t = p.q_sample(x0, t, noise)
             out = self.net(x_t, torch.full((len(x0),), t, device=x0.device), labels)
             x0_pred, _ = p.split(x_t, t, out)
-            mean, _ = p.posterior(p._clip(x0_pred), x_t, t, t - 1)
+            mean, _ = p.posterior(p.clip_x0(x0_pred), x_t, t, t - 1)
             if t == 0:
                 # decoder: beta tilde is 0 at t = 0, so both variances use its value at
                 # t = 1 there (Nichol & Dhariwal's clipped log-variance)

@@ -8,11 +8,9 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from pixgen.diffusion import (PREDICTIONS, SCHEDULES, VARIANCES, GaussianDiffusion,
-                              check_choice, sampling_timesteps)
 from pixgen.errors import ConfigError
 from pixgen.models.base import Batch, PixgenModel, randint, randn
-from pixgen.models.diffusion import SAMPLERS, DiffusionCore
+from pixgen.models.diffusion import DiffusionCore
 from pixgen.nn.unet import UNet
 from pixgen.registry import MODELS
 
@@ -89,22 +87,12 @@ class DiffusionSR(DiffusionCore, PixgenModel):
         if image_size % scale:
             raise ConfigError(f"diffusion-sr x{scale} needs an image size divisible by "
                               f"{scale}, not {image_size}")
-        check_choice(schedule, SCHEDULES, "diffusion schedule")
-        check_choice(prediction, PREDICTIONS, "diffusion prediction")
-        check_choice(variance, VARIANCES, "diffusion variance")
-        check_choice(sampler, SAMPLERS, "sampler")
         self.image_size, self.channels, self.scale = image_size, channels, scale
         self.residual = residual
         self.num_classes, self.cond_drop = 0, 0.0
-        self.variance = variance
-        self.sample_steps, self.default_sampler = sample_steps, sampler
-        if sample_eta < 0:
-            raise ConfigError(f"sample_eta must be >= 0, not {sample_eta}")
-        self.sample_eta = sample_eta
-        # a residual lies in [-2, 2]
-        self.process = GaussianDiffusion(timesteps=timesteps, schedule=schedule,
-                                         prediction=prediction, clip=2.0 if residual else 1.0)
-        sampling_timesteps(timesteps, sample_steps)  # validate
+        self.init_process(timesteps=timesteps, schedule=schedule, prediction=prediction,
+                          variance=variance, sample_steps=sample_steps, sampler=sampler,
+                          sample_eta=sample_eta, clip=2.0 if residual else 1.0)  # residual: [-2, 2]
         self.net = UNet(in_channels=2 * channels, out_channels=channels, width=width,
                         channel_mult=channel_mult, res_blocks=res_blocks,
                         attention_res=attention_res, image_size=image_size, dropout=dropout)
@@ -142,10 +130,7 @@ class DiffusionSR(DiffusionCore, PixgenModel):
         if low_res.dim() != 4 or low_res.shape[1] != self.channels:
             raise ConfigError(f"superres takes (N, {self.channels}, h, w) images, got "
                               f"{tuple(low_res.shape)}")
-        sampler = sampler or self.default_sampler
-        eta = self.sample_eta if eta is None else eta
-        if steps is None:
-            steps = self.process.timesteps if sampler == "ddpm" else self.sample_steps
+        steps, sampler, eta = self.sampling_defaults(steps, sampler, eta)
         up = bicubic_upscale(low_res.to(self.device), self.scale)
         x = randn(*up.shape, generator=generator, device=self.device)
         x = self.denoise(x, steps=steps, sampler=sampler, eta=eta, spacing=spacing, labels=None,
