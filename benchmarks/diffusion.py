@@ -75,16 +75,23 @@ def train_or_reuse(name: str, root: Path) -> Any:
         if same and meta.get("training", {}).get("steps") == steps:
             print(f"-- {name}: reusing the finished run {out}", flush=True)
             return pixgen.load(out)
-        if (out / "state.pt").exists() and same:
-            print(f"-- {name}: resuming {out} to {steps} steps", flush=True)
-            return pixgen.train(out=out, resume=True, steps=steps, progress=False)
-        raise ConfigError(f"{out} holds a run with other settings; move it away")
-    print(f"-- {name}: training {model_name} on {data} {size} px for {steps} steps", flush=True)
-    return pixgen.train(model_name, data=data, image_size=size, steps=steps, batch_size=batch,
-                        out=out, progress=False,
-                        overrides={"train.lr": lr, "train.ema_halflife_kimg": 5,
-                                   "train.sample_every": 500, "train.ckpt_every": 500},
-                        **args)
+        if not ((out / "state.pt").exists() and same):
+            raise ConfigError(f"{out} holds a run with other settings; move it away")
+        print(f"-- {name}: resuming {out} to {steps} steps", flush=True)
+        model = pixgen.train(out=out, resume=True, steps=steps, progress=False)
+    else:
+        print(f"-- {name}: training {model_name} on {data} {size} px for {steps} steps",
+              flush=True)
+        model = pixgen.train(model_name, data=data, image_size=size, steps=steps,
+                             batch_size=batch, out=out, progress=False,
+                             overrides={"train.lr": lr, "train.ema_halflife_kimg": 5,
+                                        "train.sample_every": 500, "train.ckpt_every": 500},
+                             **args)
+    done = model.meta.get("training", {}).get("steps")
+    if done != steps:  # stopped early (SIGTERM, Ctrl-C, time limit): never score it
+        raise SystemExit(f"{out} stopped at step {done} of {steps}; run this script again to "
+                         f"resume it")
+    return model
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
