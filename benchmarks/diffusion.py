@@ -58,7 +58,7 @@ SMALL_UNET = {"width": 32, "channel_mult": [1, 2, 2], "res_blocks": 1}
 RUNS: dict[str, tuple[str, str, int, int, int, float, dict[str, Any]]] = {
     "digits": ("diffusion", "digits", 16, 3000, 64, 4e-4, SMALL_UNET),
     "shapes": ("diffusion", "shapes", 16, 1500, 64, 4e-4, {**SMALL_UNET, "num_classes": 0}),
-    "sr": ("diffusion-sr", "shapes", 32, 1000, 32, 4e-4, {**SMALL_UNET, "width": 24,
+    "sr": ("diffusion-sr", "shapes", 32, 2000, 32, 4e-4, {**SMALL_UNET, "width": 24,
                                                            "scale": 4}),
 }
 GUIDANCE = (1.0, 2.0, 3.0)
