@@ -12,7 +12,10 @@ The public API::
 
 __version__ = "0.1.0"
 
+from pixgen.apps.augment import augment, augment_score  # noqa: E402
 from pixgen.apps.inpaint import inpaint, inpaint_files  # noqa: E402
+from pixgen.apps.interpolate import interpolate, save_interpolation  # noqa: E402
+from pixgen.apps.latent_map import latent_map_files  # noqa: E402
 from pixgen.apps.superres import evaluate_superres, superres, superres_files  # noqa: E402
 from pixgen.apps.translate import translate, translate_files  # noqa: E402
 from pixgen.api import generate, list_datasets, list_models, load, train  # noqa: E402
@@ -24,5 +27,5 @@ from pixgen.models.base import GenerativeModel, PixgenModel  # noqa: E402
 from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
 __all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
-           "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "inpaint", "inpaint_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
-           "save_images", "superres", "superres_files", "train", "translate", "translate_files", "__version__"]
+           "augment", "augment_score", "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "inpaint", "inpaint_files", "interpolate", "latent_map_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
+           "save_images", "save_interpolation", "superres", "superres_files", "train", "translate", "translate_files", "__version__"]

@@ -62,7 +62,7 @@ def _sampling_kwargs(args: argparse.Namespace, method: Any, what: str) -> dict[s
 
     flags = {"temperature": "--temperature", "steps": "--steps", "sampler": "--sampler",
              "eta": "--eta", "guidance": "--guidance", "jump": "--jump",
-             "resample": "--resample"}
+             "resample": "--resample", "restarts": "--restarts", "candidates": "--candidates"}
     params = inspect.signature(method).parameters
     kwargs = {}
     for key, flag in flags.items():
@@ -202,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nll-n", type=int, default=None, metavar="N",
                    help="score bits/dim on the first N real images only (default: all; a "
                    "diffusion model's bound costs T network passes per image)")
+    p.add_argument("--augment-score", action="store_true",
+                   help="instead of sample quality: train the evaluation classifier on "
+                   "--real-per-class real images with and without --n synthetic ones, and on "
+                   "the synthetic ones alone; report test accuracies and the gain")
+    p.add_argument("--real-per-class", type=int, default=10, metavar="K",
+                   help="--augment-score: real training images per class (default: 10)")
+    p.add_argument("--clf-steps", type=int, default=1500, metavar="N",
+                   help="--augment-score: training steps of each classifier (default: 1500)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_run_options(p)
     p.set_defaults(func=cmd_eval)
@@ -226,12 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("inpaint", help="fill masked pixels of images (diffusion: RePaint)",
+    p = sub.add_parser("inpaint", help="fill masked pixels of images (diffusion, GANs, VAE, "
+                       "glow, pixelcnn)",
                        formatter_class=_Formatter,
                        description="Complete the masked region of images with a model that "
                        "can inpaint; writes one PNG per image into --out and inpainting.png "
                        "(originals, masked inputs, completions). Masks: center, left, "
-                       "strokes, or a PNG where white marks the pixels to fill.",
+                       "strokes, or a PNG where white marks the pixels to fill. Methods: "
+                       "diffusion: RePaint; GANs, VAE, glow: latent optimisation against the "
+                       "known pixels; pixelcnn: completion in raster order.",
                        epilog="examples:\n  pixgen inpaint runs/diffusion-digits --image digits "
                        "--mask center --n 8\n  pixgen inpaint runs/diffusion-faces "
                        "--image face.png --mask mask.png --out filled/")
@@ -248,17 +259,92 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 0)")
     p.add_argument("--out", default="inpainted", metavar="DIR",
                    help="output folder (default: inpainted)")
-    p.add_argument("--jump", type=int, default=None, help="RePaint jump length (default: 10)")
-    p.add_argument("--resample", type=int, default=None,
-                   help="RePaint resampling count, 1 = none (default: 5)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="steps of the denoising chain (default: 100)")
+                   help="diffusion: steps of the denoising chain (default: 100); latent "
+                   "optimisation: Adam steps (default: 200)")
+    p.add_argument("--jump", type=int, default=None,
+                   help="diffusion: RePaint jump length (default: 10)")
+    p.add_argument("--resample", type=int, default=None,
+                   help="diffusion: RePaint resampling count, 1 = none (default: 5)")
     p.add_argument("--guidance", type=float, default=None, metavar="W",
-                   help="classifier-free guidance with --labels (default: 2)")
+                   help="diffusion: classifier-free guidance with --labels (default: 2)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="latent optimisation: starts per image, best kept (default: 4)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="pixelcnn: completions per image, the most likely kept (default: 4)")
     _add_run_options(p)
     p.set_defaults(func=cmd_inpaint)
 
-    p = sub.add_parser("superres", help="upscale images x2 / x4 (diffusion-sr)",
+    p = sub.add_parser("interpolate", help="walk the latent space between two points "
+                       "(GANs, VAE, glow, diffusion)", formatter_class=_Formatter,
+                       description="Decode images along paths between two latents: drawn from "
+                       "seeds, or encoded from two images (--images, models with an encoder: "
+                       "VAE, glow, diffusion through DDIM inversion). Writes a grid PNG, one "
+                       "row per path, or with --gif an animated GIF.",
+                       epilog="examples:\n  pixgen interpolate runs/dcgan-shapes --n 10 --rows 6\n"
+                       "  pixgen interpolate runs/vae-digits --images a.png b.png --gif\n"
+                       "  pixgen interpolate runs/cgan-digits --labels 3 --seeds 1 2 --method lerp")
+    p.add_argument("run", help="run directory of a model with a latent space")
+    p.add_argument("--n", type=int, default=8, help="images per row, ends included (default: 8)")
+    p.add_argument("--method", default="slerp", choices=("slerp", "lerp"),
+                   help="slerp (along the sphere; default) or lerp (straight line)")
+    p.add_argument("--rows", type=int, default=4, help="random paths (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random ends (default: 0)")
+    p.add_argument("--seeds", type=int, nargs=2, default=None, metavar=("A", "B"),
+                   help="one path between the latents drawn with seeds A and B")
+    p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
+                   help="pairs of images to interpolate between (needs an encoder)")
+    p.add_argument("--labels", default=None, metavar="K,K,...",
+                   help="class per row for class-conditional models (default: 0, 1, 2, ...)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="diffusion: DDIM steps (default: the model's sample_steps)")
+    p.add_argument("--gif", action="store_true", help="write an animated GIF")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="output file (default: interpolation.png, or .gif with --gif)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("latent-map", help="plot encoded test images in 2-D, coloured by class",
+                       formatter_class=_Formatter,
+                       description="Encode test images of the run's dataset (or --images) "
+                       "and plot them in 2-D coloured by class: the latent itself when it is "
+                       "2-D, else PCA or t-SNE. For 2-D latents also writes manifold.png, "
+                       "images decoded over a grid of the latent. Reports the 5-NN class "
+                       "accuracy in the map.",
+                       epilog="examples:\n  pixgen latent-map runs/vae-digits\n"
+                       "  pixgen latent-map runs/glow-digits --method tsne --n 1000")
+    p.add_argument("run", help="run directory of a model with an encoder (VAE, glow, "
+                   "diffusion)")
+    p.add_argument("--method", default="auto", choices=("auto", "latent", "pca", "tsne"),
+                   help="projection: auto = the latent if 2-D, else PCA (default: auto)")
+    p.add_argument("--n", type=int, default=1000, help="test images (default: 1000)")
+    p.add_argument("--images", default=None, metavar="DATASET_OR_DIR",
+                   help="images to map (default: the run's dataset, test split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of t-SNE (default: 0)")
+    p.add_argument("--out", default="latent-map", metavar="DIR",
+                   help="output folder (default: latent-map)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_latent_map)
+
+    p = sub.add_parser("augment", help="export a labelled synthetic dataset (class subfolders)",
+                       formatter_class=_Formatter,
+                       description="Sample a class-balanced synthetic set from a "
+                       "class-conditional model into OUT/<class>/*.png, a layout that "
+                       "--data folder:OUT reads back with the same labels. Measure its worth "
+                       "with `pixgen eval RUN --augment-score`.",
+                       epilog="examples:\n  pixgen augment runs/cgan-digits --n 10000 --out synth/\n"
+                       "  pixgen train classifier --data folder:synth/")
+    p.add_argument("run", help="run directory of a class-conditional model")
+    p.add_argument("--n", type=int, default=10000, help="images (default: 10000)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch "
+                   "(default: 256)")
+    _add_diffusion_options(p, guidance=True)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("superres", help="upscale images x2 / x4 (diffusion-sr, srresnet)",
                        formatter_class=_Formatter,
                        description="Super-resolve an image or a folder with a super-resolution "
                        "model; writes one PNG per input into --out and superres.png (bicubic "
@@ -335,7 +421,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_labels(text: str | None, n: int) -> list[int] | None:
+def _parse_labels(text: str | None, n: int | None) -> list[int] | None:
+    """Comma-separated labels; one label is repeated ``n`` times (None: any count)."""
     if text is None:
         return None
     try:
@@ -343,6 +430,8 @@ def _parse_labels(text: str | None, n: int) -> list[int] | None:
     except ValueError:
         raise ConfigError(f"--labels takes comma-separated integers like 3,3,7, not {text!r}") \
             from None
+    if n is None:
+        return labels
     if len(labels) == 1:
         labels = labels * n
     if len(labels) != n:
@@ -400,6 +489,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   inception_weights=args.inception_weights, progress=not args.no_progress)
     if args.run and (args.real or args.fake):
         raise ConfigError("give either a RUN or --real and --fake, not both")
+    if args.augment_score:
+        return _augment_score(args)
     if args.run:
         if args.iwae_k < 0:
             raise ConfigError(f"--iwae-k must be 0 (skip) or more, not {args.iwae_k}")
@@ -421,6 +512,108 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.run:
             print(f"wrote {Path(args.run) / 'eval.json'} and the model card "
                   f"{Path(args.run) / 'README.md'}")
+    return 0
+
+
+def _augment_score(args: argparse.Namespace) -> int:
+    import pixgen
+    from pixgen.apps.augment import augment_score
+
+    if not args.run:
+        raise ConfigError("--augment-score needs a RUN directory of a class-conditional model")
+    model = pixgen.load(args.run, device=args.device or "auto")
+    r = augment_score(model, real_per_class=args.real_per_class, n_synthetic=args.n,
+                      steps=args.clf_steps, seed=args.seed, data_dir=args.data_dir,
+                      device=args.device or "auto", progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"classifier test accuracy on {r['dataset']} ({r['n_test']} test images), "
+          f"{r['classifier_steps']} steps each:")
+    print(f"  {r['n_real']} real ({r['real_per_class']} per class)      "
+          f"{100 * r['accuracy_real']:6.2f}%")
+    print(f"  real + {r['n_synthetic']} synthetic       "
+          f"{100 * r['accuracy_real_plus_synthetic']:6.2f}%  (gain {100 * r['gain']:+.2f} "
+          f"points)")
+    print(f"  synthetic only (TSTR)      {100 * r['accuracy_synthetic_only']:6.2f}%")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import pixgen
+    from pixgen.apps.interpolate import save_interpolation
+
+    model = pixgen.load(args.run, device=args.device or "auto")
+    model.require("latent", "pixgen interpolate")
+    images = None
+    if args.images:
+        model.require("encode", "pixgen interpolate --images")
+        import torch
+
+        from pixgen.apps.translate import read_inputs
+
+        images = torch.cat([read_inputs(f, image_size=model.config["image_size"],
+                                        channels=model.config["channels"], flag="--images")[0]
+                            for f in args.images])
+    kwargs = _sampling_kwargs(args, model.decode, model.name)  # type: ignore[attr-defined]
+    labels = _parse_labels(args.labels, None)
+    frames = pixgen.interpolate(model, n=args.n, method=args.method, rows=args.rows,
+                                seed=args.seed, seeds=args.seeds, images=images, labels=labels,
+                                **kwargs)
+    out = args.out or ("interpolation.gif" if args.gif else "interpolation.png")
+    path = save_interpolation(frames, out, gif=args.gif)
+    print(f"wrote {frames.shape[0]} path(s) of {frames.shape[1]} images ({args.method}) to "
+          f"{path}")
+    return 0
+
+
+def cmd_latent_map(args: argparse.Namespace) -> int:
+    import pixgen
+    from pixgen.apps.latent_map import latent_map_files
+    from pixgen.data.base import DataInfo
+
+    model = pixgen.load(args.run, device=args.device or "auto")
+    model.require("latent", "pixgen latent-map")
+    model.require("encode", "pixgen latent-map")
+    info = DataInfo(**model.meta["data"])
+    size, channels = model.config["image_size"], model.config["channels"]
+    labels, names = None, info.class_names
+    if args.images is None or not Path(args.images).expanduser().exists():
+        from pixgen.data import load_dataset
+
+        spec = args.images or info.spec
+        data = load_dataset(spec, split="test", image_size=size, channels=channels)
+        images, labels = data.images[:args.n], (data.labels[:args.n] if data.labels is not None
+                                                else None)
+        names = data.class_names or names
+    else:
+        from pixgen.apps.translate import read_inputs
+
+        images = read_inputs(args.images, image_size=size, channels=channels,
+                             flag="--images")[0][:args.n]
+    if labels is None and model.can("class_conditional"):
+        raise ConfigError("this model is class-conditional: it encodes each image with its "
+                          "class, so map a labelled dataset (--images DATASET)")
+    written, summary = latent_map_files(model, images, labels, args.out, method=args.method,
+                                        seed=args.seed, class_names=names)
+    extra = (f"; 5-NN class accuracy in the map {100 * summary['knn5_accuracy']:.1f}%"
+             if "knn5_accuracy" in summary else "")
+    print(f"mapped {summary['n']} images ({summary['latent_dim']}-d latents, "
+          f"{summary['projection']}){extra}: {', '.join(map(str, written))}")
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    import pixgen
+    from pixgen.apps.augment import augment
+
+    model = pixgen.load(args.run, device=args.device or "auto")
+    kwargs = _sampling_kwargs(args, model.sample, model.name)  # type: ignore[attr-defined]
+    written = augment(model, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
+                      progress=not args.no_progress, **kwargs)
+    classes = len({p.parent.name for p in written})
+    print(f"wrote {len(written)} images in {classes} class folders under {args.out}/; train on "
+          f"them with --data folder:{args.out}")
     return 0
 
 

@@ -215,6 +215,15 @@ class GaussianDiffusion:
         return x_prev
 
     # -- variational bound --------------------------------------------------------------
+    def ddim_invert_step(self, x_s: torch.Tensor, out: torch.Tensor, s: int, t: int
+                         ) -> torch.Tensor:
+        """One step of DDIM inversion, x_s -> x_t for t > s: the deterministic DDIM update
+        (eta = 0) run forwards, with x_0 and eps predicted at the lower level s (the usual
+        approximation: the exact update would need them at t; Song et al. 2021, sec. 4.3)."""
+        x0, eps = self.split(x_s, s, out)
+        a_t = self._ab(t)
+        return self._like(a_t.sqrt(), x_s) * x0 + self._like((1 - a_t).sqrt(), x_s) * eps
+
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
         """KL(q(x_{T-1} | x_0) || N(0, I)) in nats per image (the bound's L_T)."""
         a = self.alpha_bar(self.timesteps - 1, x0)

@@ -19,6 +19,7 @@ TINY_MODEL_ARGS: dict[str, dict] = {
                   "sample_steps": 4},
     "diffusion-sr": {"width": 8, "channel_mult": [1, 2], "res_blocks": 1, "timesteps": 20,
                      "sample_steps": 4, "scale": 4},
+    "srresnet": {"width": 8, "blocks": 1, "scale": 4, "adversarial": 0.01, "disc_width": 4},
     "vqvae-prior": {"width": 8, "layers": 2, "kernel": 3, "embed_dim": 4,
                     "vqvae": {"width": 8, "num_codes": 8, "code_dim": 4, "res_blocks": 1,
                               "image_size": 16, "channels": 3}},

@@ -17,7 +17,7 @@ import torch
 from pixgen.data import transforms
 from pixgen.errors import ConfigError, DataError
 from pixgen.models.base import PixgenModel
-from pixgen.utils.images import make_grid, save_image
+from pixgen.utils.images import make_grid, mean_fill, save_image  # noqa: F401 - mean_fill: the baseline
 
 BUILTIN_MASKS = {
     "center": "a centred box covering half the side (a quarter of the image)",
@@ -107,16 +107,6 @@ def masked_psnr(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     se = ((output.float() - target.float()) ** 2 * m).flatten(1).sum(1)
     mse = se / m.flatten(1).sum(1).clamp(min=1)
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-12))
-
-
-def mean_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The baseline: every masked pixel set to the mean of the image's known pixels (per
-    channel)."""
-    m = mask.float().expand(len(images), 1, *images.shape[2:])
-    known = 1 - m
-    mean = (images * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(
-        min=1)
-    return images * known + mean * m
 
 
 def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.Tensor, *,

@@ -22,7 +22,7 @@ def superres(model: PixgenModel, low_res: torch.Tensor, *, seed: int | None = 0,
     """Upscale images with a super-resolution model, in batches.
 
     Args:
-        model: a loaded model with the "superres" capability (diffusion-sr).
+        model: a loaded model with the "superres" capability (diffusion-sr, srresnet).
         low_res: uint8 [0, 255] or float [-1, 1] (N, C, h, w).
         seed: seed of the sampling noise (None: nondeterministic).
         batch_size: images per batch.

@@ -16,7 +16,7 @@ from pixgen.errors import ConfigError, PixgenError
 
 #: Optional capabilities a model may declare; apps ask with ``model.can(...)``.
 #: "sample" is implied by being a GenerativeModel; "classify" by being a classifier.
-CAPABILITIES = ("sample", "encode", "decode", "log_prob", "nll_bits_per_dim", "inpaint",
+CAPABILITIES = ("sample", "latent", "encode", "decode", "log_prob", "nll_bits_per_dim", "inpaint",
                 "translate", "superres", "class_conditional", "classify")
 
 

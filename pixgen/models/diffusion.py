@@ -16,6 +16,7 @@ from pixgen.diffusion import (PREDICTIONS, SCHEDULES, SPACINGS, VARIANCES, Gauss
 from pixgen.errors import ConfigError
 from pixgen.likelihood import discretized_gaussian_log_likelihood
 from pixgen.models.base import Batch, LikelihoodModel, rand, randint, randn
+from pixgen.models.latent import LatentSpace
 from pixgen.nn.unet import UNet
 from pixgen.registry import MODELS
 
@@ -137,7 +138,7 @@ class DiffusionCore:
 @MODELS.register("diffusion", help="DDPM with a U-Net: linear or cosine schedule, eps or v "
                  "prediction; DDPM / DDIM sampling, classifier-free guidance, bits/dim bound, "
                  "RePaint inpainting")
-class Diffusion(DiffusionCore, LikelihoodModel):
+class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
     """Denoising diffusion probabilistic model.
 
     Trained with the simple loss of Ho et al. (2020): the mean squared error of the network's
@@ -150,6 +151,10 @@ class Diffusion(DiffusionCore, LikelihoodModel):
     default 2 when labels are given and the model can guide). The bound in bits/dim
     (``nll_bits_per_dim``) sums all T terms of Ho et al.'s eq. 5 with the model's fixed
     variance and a discretised Gaussian decoder.
+
+    Latents ("latent", "encode"): the initial noise of deterministic DDIM (eta 0).
+    :meth:`decode` runs DDIM from it, :meth:`encode` inverts DDIM (Song et al. 2021), so
+    images can be interpolated through their noise.
 
     Args:
         image_size: side of the images (divisible by 2^(len(channel_mult)-1)).
@@ -179,8 +184,9 @@ class Diffusion(DiffusionCore, LikelihoodModel):
     default_optim = {"model": {"lr": 2e-4, "betas": (0.9, 0.999)}}
     default_ema_halflife_kimg = 10.0
     prefers_channels_last = False
-    capabilities = frozenset({"log_prob", "nll_bits_per_dim", "inpaint"})
+    capabilities = frozenset({"log_prob", "nll_bits_per_dim", "inpaint", "latent", "encode"})
     bits_per_dim_kind = "variational bound"
+    latent_differentiable = False
 
     def __init__(self, *, image_size: int = 32, channels: int = 1, num_classes: int = 0,
                  width: int = 64, channel_mult: Sequence[int] = (1, 2, 2), res_blocks: int = 2,
@@ -250,6 +256,33 @@ class Diffusion(DiffusionCore, LikelihoodModel):
                          labels=labels, guidance=guidance, generator=generator,
                          progress=progress)
         return x.clamp(-1, 1)
+
+    # -- latents (deterministic DDIM) ----------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.image_size, self.image_size)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
+               steps: int | None = None, progress: bool = False) -> torch.Tensor:
+        """Images from initial noise ``z`` by deterministic DDIM (eta 0, no guidance; a
+        class-conditional model without labels uses its unconditional mode)."""
+        return self.sample(len(z), labels=labels, noise=z, sampler="ddim", eta=0.0,
+                           steps=steps, guidance=1.0, progress=progress)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, *, labels: torch.Tensor | None = None,
+               steps: int | None = None, progress: bool = False) -> torch.Tensor:
+        """The initial noise whose DDIM decoding gives back ``images`` (DDIM inversion with
+        ``steps`` steps, default ``sample_steps``); approximate, closer with more steps."""
+        self.check_images(images, "DDIM inversion")
+        labels = self.check_labels(len(images), labels)
+        ts = sampling_timesteps(self.process.timesteps, steps or self.sample_steps)[::-1]
+        x = images.to(self.device).float()
+        for i in _progress(range(len(ts)), progress, "ddim inversion"):
+            s = ts[max(i - 1, 0)]  # the clean image counts as the lowest level
+            x = self.process.ddim_invert_step(x, self.predict(x, s, labels=labels), s, ts[i])
+        return x
 
     # -- likelihood ---------------------------------------------------------------------
     @torch.no_grad()

@@ -13,6 +13,7 @@ from torch import nn
 from pixgen.errors import ConfigError
 from pixgen.likelihood import bits_per_dim, continuous_nll_to_discrete, dequantize, quantize
 from pixgen.models.base import Batch, LikelihoodModel, randint, randn
+from pixgen.models.latent import LatentInpainting
 from pixgen.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -175,7 +176,7 @@ class FlowStep(nn.Module):
 
 @MODELS.register("glow", help="Glow normalising flow: multi-scale, actnorm, invertible 1x1 "
                  "convs, affine coupling; exact bits/dim, temperature sampling")
-class Glow(LikelihoodModel):
+class Glow(LatentInpainting, LikelihoodModel):
     """Glow (Kingma & Dhariwal 2018) on uniformly dequantised 8-bit images.
 
     ``levels`` times: squeeze (2x2 -> channels), ``depth`` flow steps, then (except at the
@@ -185,6 +186,11 @@ class Glow(LikelihoodModel):
 
     Training and scoring use the dequantised y = (x + u) / 128 - 1 (pixgen.likelihood);
     -log p(y) + D log 128 is an upper bound on the discrete NLL, reported in bits/dim.
+
+    Latents ("latent", "encode"): the standardised Gaussian variables of every level, (z -
+    mean) / std under each prior, flattened into one vector of D = C*H*W numbers (the top
+    level's first, then the split levels from the deepest), so the prior is N(0, I) and
+    :meth:`encode` / :meth:`decode` are exact inverses.
 
     Args:
         image_size: side length, divisible by 2^levels.
@@ -197,7 +203,7 @@ class Glow(LikelihoodModel):
     """
 
     default_optim = {"model": {"lr": 1e-3, "betas": (0.9, 0.999)}}
-    capabilities = frozenset({"log_prob", "nll_bits_per_dim"})
+    capabilities = frozenset({"log_prob", "nll_bits_per_dim", "latent", "encode", "inpaint"})
     bits_per_dim_kind = "exact (dequantised)"
     #: channel slicing and 1x1 convolutions: 1.8x slower channels-last on a 2-core CPU
     prefers_channels_last = False
@@ -231,6 +237,15 @@ class Glow(LikelihoodModel):
         self.class_prior = nn.Embedding(num_classes, 2 * c) if num_classes else None
         if self.class_prior is not None:
             nn.init.zeros_(self.class_prior.weight)
+        # shapes of the standardised latents, in their order in the flat latent
+        shapes, size, c = [], image_size, channels
+        for level in range(levels - 1):
+            size //= 2
+            c *= 4
+            shapes.append((c // 2, size, size))
+            c -= c // 2
+        self._latent_parts = [(self.top_channels, self.top_size, self.top_size),
+                              *reversed(shapes)]
 
     # -- the flow ---------------------------------------------------------------------------
     def _cond(self, labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -282,6 +297,69 @@ class Glow(LikelihoodModel):
         bpd = bits_per_dim(nll.mean(), self.num_dims)
         yield "model", bpd, {"bpd": bpd.detach()}
 
+    # -- latents ------------------------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.num_dims,)
+
+    def prior_latents(self, n: int, *, generator: torch.Generator | None = None,
+                      temperature: float = 0.7) -> torch.Tensor:
+        """(n, D) standardised latents drawn at ``temperature`` (Glow's samples look best
+        around 0.7; 1 is the prior itself)."""
+        return torch.cat([randn(n, *part, generator=generator, device=self.device).flatten(1)
+                          for part in self._latent_parts], 1) * temperature
+
+    def _check_latent_labels(self, n: int, labels: torch.Tensor | None
+                             ) -> torch.Tensor | None:
+        labels = self.check_labels(n, labels)
+        if self.num_classes and labels is None:
+            raise ConfigError("this glow is class-conditional: its latents need labels")
+        return labels
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, *, labels: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The exact latents (N, D) of images in [-1, 1] (taken as the continuous y, with no
+        dequantisation noise); ``labels`` for a class-conditional model."""
+        labels = self._check_latent_labels(len(images), labels)
+        cond = self._cond(labels)
+        h, parts = images.to(self.device).float(), []
+        for level, steps in enumerate(self.flows):
+            h = squeeze2x2(h)
+            for step in steps:
+                h, _ = step(h, cond)
+            if level < self.levels - 1:
+                keep = h.shape[1] - h.shape[1] // 2
+                h, out = h[:, :keep], h[:, keep:]
+                mean, log_std = self.split_priors[level](h).chunk(2, dim=1)
+                parts.append((out - mean) * torch.exp(-log_std))
+        mean, log_std = self._top(len(h), labels)
+        parts.append((h - mean) * torch.exp(-log_std))
+        return torch.cat([p.flatten(1) for p in reversed(parts)], 1)
+
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [-1, 1] (continuous, clamped) of latents (N, D); differentiable."""
+        n = len(z)
+        labels = self._check_latent_labels(n, labels)
+        if z.shape[1:] != (self.num_dims,):
+            raise ConfigError(f"glow latents have shape (N, {self.num_dims}), not "
+                              f"{tuple(z.shape)}")
+        cond = self._cond(labels)
+        chunks = z.to(self.device).float().split([c * h * w for c, h, w in self._latent_parts],
+                                                 1)
+        mean, log_std = self._top(n, labels)
+        h = mean + torch.exp(log_std) * chunks[0].view(n, *self._latent_parts[0])
+        for level in reversed(range(self.levels)):
+            if level < self.levels - 1:
+                m, ls = self.split_priors[level](h).chunk(2, dim=1)
+                eps = chunks[self.levels - 1 - level].view(n, *self._latent_parts[
+                    self.levels - 1 - level])
+                h = torch.cat([h, m + torch.exp(ls) * eps], 1)
+            for step in reversed(self.flows[level]):
+                h = step.inverse(h, cond)
+            h = unsqueeze2x2(h)
+        return h.clamp(-1, 1)
+
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
@@ -292,17 +370,5 @@ class Glow(LikelihoodModel):
         labels = self.check_labels(n, labels)
         if self.num_classes and labels is None:
             labels = randint(self.num_classes, n, generator=generator, device=self.device)
-        cond = self._cond(labels)
-        mean, log_std = self._top(n, labels)
-        size = self.top_size
-        h = mean + temperature * torch.exp(log_std) * randn(
-            n, self.top_channels, size, size, generator=generator, device=self.device)
-        for level in reversed(range(self.levels)):
-            if level < self.levels - 1:
-                m, ls = self.split_priors[level](h).chunk(2, dim=1)
-                z = randn(*m.shape, generator=generator, device=self.device)
-                h = torch.cat([h, m + temperature * torch.exp(ls) * z], 1)
-            for step in reversed(self.flows[level]):
-                h = step.inverse(h, cond)
-            h = unsqueeze2x2(h)
-        return quantize(h.clamp(-1, 1))
+        z = self.prior_latents(n, generator=generator, temperature=temperature)
+        return quantize(self.decode(z, labels=labels))

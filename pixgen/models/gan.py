@@ -28,6 +28,7 @@ from torch import nn
 
 from pixgen.errors import ConfigError, DataError
 from pixgen.models.base import Batch, GenerativeModel, frozen, randint, randn
+from pixgen.models.latent import LatentInpainting
 from pixgen.nn.augment import diff_augment, parse_policy
 from pixgen.nn.blocks import dcgan_init, resolution_plan
 from pixgen.registry import MODELS
@@ -83,16 +84,20 @@ def apply_spectral_norm(module: nn.Module) -> None:
             spectral_norm(m)
 
 
-class GAN(GenerativeModel):
+class GAN(LatentInpainting, GenerativeModel):
     """A generator and a discriminator trained against each other.
 
     Subclasses build ``self.generator`` (noise (N, in_dim) -> images in [-1, 1]) and
     ``self.discriminator`` (images -> raw outputs (N,)), then call :meth:`configure`. A
     class-conditional subclass sets ``self.label_embedding`` (its output is concatenated to
     the noise) and overrides :meth:`critic`.
+
+    The noise is the latent space ("latent" capability): :meth:`decode` is the generator,
+    and inpainting optimises the noise against the known pixels (:class:`LatentInpainting`).
     """
 
     default_optim = {"disc": dict(_ADAM), "gen": dict(_ADAM)}
+    capabilities = frozenset({"latent", "inpaint"})
     generator: nn.Module
     discriminator: nn.Module
     z_dim: int
@@ -130,6 +135,18 @@ class GAN(GenerativeModel):
         if self.embedding is not None:
             z = torch.cat([z, self.embedding(labels).to(z.dtype)], dim=1)
         return self.generator(z)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.z_dim,)
+
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The generator's images (N, C, H, W) in [-1, 1] for noise ``z`` (N, z_dim); a
+        class-conditional GAN needs ``labels``. Differentiable in z."""
+        labels = self.check_labels(len(z), labels)
+        if self.embedding is not None and labels is None:
+            raise ConfigError(f"{self.name} is class-conditional: decoding needs labels")
+        return self.generate(z.to(self.device), labels).float().clamp(-1, 1)
 
     def _augmented(self, images: torch.Tensor) -> torch.Tensor:
         return diff_augment(images, self.policy) if self.policy else images

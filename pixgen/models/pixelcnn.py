@@ -51,7 +51,7 @@ class PixelCNN(LikelihoodModel):
     """
 
     default_optim = {"model": {"lr": 1e-3, "betas": (0.9, 0.999)}}
-    capabilities = frozenset({"log_prob", "nll_bits_per_dim"})
+    capabilities = frozenset({"log_prob", "nll_bits_per_dim", "inpaint"})
     bits_per_dim_kind = "exact"
 
     def __init__(self, *, image_size: int = 32, channels: int = 1, num_classes: int = 0,
@@ -104,6 +104,36 @@ class PixelCNN(LikelihoodModel):
         yield "model", bpd, {"bpd": bpd.detach()}
 
     # -- sampling ---------------------------------------------------------------------------
+    def _complete(self, x: torch.Tensor, fill: torch.Tensor, labels: torch.Tensor | None, *,
+                  generator: torch.Generator | None, temperature: float,
+                  progress: bool = False) -> torch.Tensor:
+        """Draw the pixels of ``x`` where ``fill`` (N, 1, H, W) is True in raster order, each
+        given every pixel before it (drawn or kept); the other pixels are kept."""
+        size, c = self.image_size, self.channels
+        x = x.clone()
+        rows: Any = range(size)
+        if progress:
+            from pixgen.utils.progress import progress_bar
+
+            rows = progress_bar(rows, desc="pixelcnn", unit="row")
+        for i in rows:
+            for j in range(size):
+                todo = fill[:, 0, i, j]
+                if not bool(todo.any()):
+                    continue
+                params = self._params(x[:, :, : i + 1], labels)[:, :, i:i + 1, j:j + 1]
+                if self.output == "softmax":
+                    level = sample_categorical(params[:, :, 0, 0], generator=generator,
+                                               temperature=temperature)
+                    pixel = (level.float() / 127.5 - 1)[:, None, None, None]
+                else:
+                    pixel = sample_discretized_logistic_mixture(
+                        params, channels=c, num_mix=self.num_mix, generator=generator,
+                        temperature=temperature)
+                x[:, :, i:i + 1, j:j + 1] = torch.where(todo[:, None, None, None], pixel,
+                                                        x[:, :, i:i + 1, j:j + 1])
+        return x
+
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None, temperature: float = 1.0,
@@ -115,17 +145,51 @@ class PixelCNN(LikelihoodModel):
             labels = randint(self.num_classes, n, generator=generator, device=self.device)
         size, c = self.image_size, self.channels
         x = torch.zeros(n, c, size, size, device=self.device)
-        for i in range(size):
-            rows = x[:, :, : i + 1]
-            for j in range(size):
-                params = self._params(rows, labels)[:, :, i:i + 1, j:j + 1]
-                if self.output == "softmax":
-                    level = sample_categorical(params[:, :, 0, 0], generator=generator,
-                                               temperature=temperature)
-                    pixel = (level.float() / 127.5 - 1)[:, None, None, None]
-                else:
-                    pixel = sample_discretized_logistic_mixture(
-                        params, channels=c, num_mix=self.num_mix, generator=generator,
-                        temperature=temperature)
-                x[:, :, i:i + 1, j:j + 1] = pixel
-        return x
+        fill = torch.ones(n, 1, size, size, dtype=torch.bool, device=self.device)
+        return self._complete(x, fill, labels, generator=generator, temperature=temperature)
+
+    # -- inpainting -------------------------------------------------------------------------
+    @torch.no_grad()
+    def inpaint(self, images: torch.Tensor, mask: torch.Tensor, *,
+                labels: torch.Tensor | None = None, candidates: int = 4,
+                temperature: float = 1.0, generator: torch.Generator | None = None,
+                progress: bool = False) -> torch.Tensor:
+        """Fill the masked pixels by conditional completion in raster order: each unknown
+        pixel is drawn given all pixels before it, known or drawn. A raster-order model
+        cannot see the known pixels after a hole while drawing it, so ``candidates``
+        completions are drawn per image and the one the model finds most likely as a whole
+        image (which scores every known pixel too) is kept.
+
+        Args:
+            images: (N, C, H, W) in [-1, 1] at the model's size.
+            mask: bool or {0, 1}, broadcastable to (N, 1, H, W): True where pixels are
+                unknown (to be filled).
+            labels: classes, for a class-conditional model; None draws a class per
+                candidate (the most likely candidate's class wins).
+            candidates: completions drawn per image.
+            temperature: as in :meth:`sample`.
+            generator: seeds the draws.
+            progress: show a progress bar over the rows.
+
+        Returns:
+            (N, C, H, W) in [-1, 1]; known pixels equal to the input.
+        """
+        size, c = self.image_size, self.channels
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c, size, size):
+            raise ConfigError(f"inpainting takes images of shape (N, {c}, {size}, {size}), "
+                              f"got {tuple(images.shape)}")
+        if candidates < 1:
+            raise ConfigError(f"candidates must be at least 1, not {candidates}")
+        n, k = len(images), candidates
+        labels = self.check_labels(n, labels)
+        x = images.to(self.device).float().repeat_interleave(k, 0)
+        fill = mask.to(self.device).bool().expand(n, 1, size, size).repeat_interleave(k, 0)
+        if labels is not None:
+            labels = labels.repeat_interleave(k)
+        elif self.num_classes:
+            labels = randint(self.num_classes, n * k, generator=generator, device=self.device)
+        x = torch.where(fill, torch.zeros_like(x), x)
+        out = self._complete(x, fill, labels, generator=generator, temperature=temperature,
+                             progress=progress)
+        best = self._log_prob_given(out, labels).view(n, k).argmax(1)
+        return out[best + torch.arange(n, device=self.device) * k]

@@ -14,6 +14,7 @@ from pixgen.errors import ConfigError
 from pixgen.likelihood import (bits_per_dim, discretized_gaussian_log_likelihood,
                                mean_and_log_scale)
 from pixgen.models.base import Batch, GenerativeModel, randn
+from pixgen.models.latent import LatentInpainting
 from pixgen.nn.blocks import resolution_plan
 from pixgen.registry import MODELS
 
@@ -64,7 +65,7 @@ class ConvDecoder(nn.Module):
 
 @MODELS.register("vae", help="convolutional VAE / beta-VAE with a discretised Gaussian or "
                  "Bernoulli decoder; encode / decode, ELBO and IWAE bits/dim")
-class VAE(GenerativeModel):
+class VAE(LatentInpainting, GenerativeModel):
     """Convolutional VAE.
 
     The loss is the negative ELBO with the KL term weighted by ``beta`` (beta-VAE):
@@ -90,7 +91,7 @@ class VAE(GenerativeModel):
     """
 
     default_optim = {"model": {"lr": 1e-3, "betas": (0.9, 0.999)}}
-    capabilities = frozenset({"encode", "decode", "nll_bits_per_dim"})
+    capabilities = frozenset({"encode", "decode", "nll_bits_per_dim", "latent", "inpaint"})
     #: What nll_bits_per_dim returns: an upper bound (the negative ELBO), not the exact NLL.
     bits_per_dim_kind = "ELBO bound"
 
@@ -127,13 +128,15 @@ class VAE(GenerativeModel):
         return self.encoder(images)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, *, labels: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """Posterior means of images in [-1, 1]."""
-        return self.encoder(images)[0]
+        self.check_labels(len(images), labels)
+        return self.encoder(images.to(self.device))[0]
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (the decoder's mean) for latents ``z``."""
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [-1, 1] (the decoder's mean) for latents ``z``; differentiable in z."""
+        self.check_labels(len(z), labels)
         out = self.decoder(z).float()[:, : self.channels]
         if self.likelihood == "bernoulli":
             return torch.sigmoid(out) * 2 - 1

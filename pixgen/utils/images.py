@@ -80,3 +80,13 @@ def save_npz(images: torch.Tensor, path: str | Path, *, labels: torch.Tensor | N
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def mean_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The baseline: every masked pixel set to the mean of the image's known pixels (per
+    channel)."""
+    m = mask.float().expand(len(images), 1, *images.shape[2:])
+    known = 1 - m
+    mean = (images * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp(
+        min=1)
+    return images * known + mean * m

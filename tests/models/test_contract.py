@@ -126,9 +126,14 @@ def test_latent_models_encode_and_decode(name):
     if not model.can("encode"):
         pytest.skip(f"{name} has no encoder")
     x = batch(4).images
-    z = model.encode(x)
+    # latent models encode and decode given the class, when class-conditional
+    kw = {"labels": torch.arange(4) % 5} if model.can("latent") and \
+        model.can("class_conditional") else {}
+    if model.name == "diffusion":
+        kw["steps"] = 3
+    z = model.encode(x, **kw)
     assert z.shape[0] == 4 and torch.isfinite(z).all()
-    y = model.decode(z)
+    y = model.decode(z, **kw)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
 
 

@@ -1,0 +1,163 @@
+"""Data augmentation with a class-conditional model: export a labelled synthetic set in the
+class-subfolder layout, and measure what it is worth to a classifier (the augmentation gain
+and train-on-synthetic / test-on-real accuracy)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixgen.data import transforms
+from pixgen.data.base import DataInfo, ImageData, load_dataset
+from pixgen.errors import ConfigError, PixgenError
+from pixgen.models.base import PixgenModel
+from pixgen.utils.images import save_image
+
+
+def class_folders(class_names: list[str], num_classes: int) -> list[str]:
+    """Subfolder names, one per class, that sort in class order (so `folder:DIR` gives the
+    images their original labels back): the class names when they already sort that way,
+    else the names prefixed by a zero-padded index."""
+    names = class_names if len(class_names) == num_classes else [str(k) for k in
+                                                                 range(num_classes)]
+    safe = [re.sub(r"[^\w.-]+", "_", str(n)).strip("._") or f"class{k}"
+            for k, n in enumerate(names)]
+    if sorted(safe) == safe and len(set(safe)) == len(safe):
+        return safe
+    width = len(str(num_classes - 1))
+    return [f"{k:0{width}d}_{n}" for k, n in enumerate(safe)]
+
+
+def synthesize(model: PixgenModel, n: int, *, seed: int = 0, batch_size: int = 256,
+               progress: bool = False, **sample_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` class-balanced samples (classes 0, 1, ..., K-1, 0, ...) as uint8 images and
+    their labels."""
+    import pixgen
+
+    model.require("sample", "augmentation")
+    if not model.can("class_conditional"):
+        import inspect
+
+        from pixgen.models.base import GenerativeModel
+        from pixgen.registry import MODELS
+
+        able = [m for m in MODELS.names() if issubclass(MODELS.get(m), GenerativeModel)
+                and "num_classes" in inspect.signature(MODELS.get(m).__init__).parameters]
+        raise PixgenError(f"augmentation makes a labelled set, so it needs a class-conditional "
+                          f"model; {model.name!r} here is unconditional (train one of "
+                          f"{', '.join(able)} on labelled data)")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, not {n}")
+    labels = torch.arange(n) % model.config["num_classes"]
+    images = pixgen.generate(model, n, seed=seed, labels=labels, batch_size=batch_size,
+                             progress=progress, **sample_kwargs)
+    return transforms.to_uint8(images), labels
+
+
+def write_class_folders(images: torch.Tensor, labels: torch.Tensor, out: str | Path,
+                        folders: list[str], *, prefix: str = "") -> list[Path]:
+    """One PNG per image in ``out/<class folder>/<prefix><index>.png``."""
+    out = Path(out).expanduser()
+    width = max(6, len(str(len(images) - 1)))
+    return [save_image(img, out / folders[int(y)] / f"{prefix}{i:0{width}d}.png")
+            for i, (img, y) in enumerate(zip(images, labels))]
+
+
+def augment(model: PixgenModel, n: int, out: str | Path, *, seed: int = 0,
+            batch_size: int = 256, progress: bool = False, **sample_kwargs: Any
+            ) -> list[Path]:
+    """Write ``n`` class-balanced synthetic images into ``out/<class>/``, a layout that
+    `--data folder:OUT` (or any class-subfolder loader) reads back with the same labels.
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} is not empty; choose a new folder so synthetic sets "
+                          f"are never mixed")
+    info = DataInfo(**model.meta["data"]) if getattr(model, "meta", None) else None
+    images, labels = synthesize(model, n, seed=seed, batch_size=batch_size, progress=progress,
+                                **sample_kwargs)
+    folders = class_folders(info.class_names if info else [], model.config["num_classes"])
+    return write_class_folders(images, labels, out, folders)
+
+
+def _balanced_subset(data: ImageData, per_class: int, seed: int) -> ImageData:
+    assert data.labels is not None
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(data.num_classes):
+        idx = (data.labels == c).nonzero().flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return data.subset(torch.cat(picks))
+
+
+def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: int = 5000,
+                  steps: int = 1500, batch_size: int = 64, seed: int = 0,
+                  data_dir: str | None = None, device: str = "auto", progress: bool = True,
+                  sample_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the model's synthetic images are worth to a classifier, on the run's dataset.
+
+    pixgen's evaluation classifier is trained three times, with the same recipe (``steps``
+    of ``batch_size``): on ``real_per_class`` real training images per class (a small
+    labelled set), on those plus ``n_synthetic`` class-balanced samples, and on the samples
+    alone; each is scored on the real test split.
+
+    Returns:
+        accuracy_real, accuracy_real_plus_synthetic, gain (their difference, in points of
+        accuracy as a fraction), accuracy_synthetic_only (train on synthetic, test on real),
+        and the settings.
+    """
+    import pixgen
+
+    model.require("sample", "the augmentation score")
+    info = DataInfo(**model.meta["data"])
+    if not info.num_classes:
+        raise ConfigError(f"the run's dataset {info.spec!r} has no labels to score with")
+    synth, synth_labels = synthesize(model, n_synthetic, seed=seed, progress=progress,
+                                     **(sample_kwargs or {}))
+    kw = {"image_size": info.image_size, "channels": info.channels, "data_dir": data_dir}
+    train = _balanced_subset(load_dataset(info.spec, split="train", **kw), real_per_class, seed)
+    test = load_dataset(info.spec, split="test", **kw)
+    folders = [f"{k:03d}" for k in range(info.num_classes)]
+    result: dict[str, Any] = {"dataset": info.spec, "real_per_class": real_per_class,
+                              "n_real": len(train), "n_synthetic": n_synthetic,
+                              "n_test": len(test), "classifier_steps": steps,
+                              "batch_size": batch_size, "seed": seed}
+    tmp = Path(tempfile.mkdtemp(prefix="pixgen-augment-"))
+    try:
+        sets = {"real": [(train.images, train.labels, "real")],
+                "real_plus_synthetic": [(train.images, train.labels, "real"),
+                                        (synth, synth_labels, "synth")],
+                "synthetic_only": [(synth, synth_labels, "synth")]}
+        write_class_folders(test.images, test.labels, tmp / "test", folders)
+        for name, parts in sets.items():
+            root = tmp / name  # train/ and test/ (the real test split, shared)
+            for images, labels, prefix in parts:
+                write_class_folders(images, labels, root / "train", folders,
+                                    prefix=f"{prefix}-")
+            try:
+                (root / "test").symlink_to(tmp / "test", target_is_directory=True)
+            except OSError:  # no symlinks (Windows without the privilege): a copy
+                shutil.copytree(tmp / "test", root / "test")
+            clf = pixgen.train("classifier", data=f"folder:{root}", image_size=info.image_size,
+                               steps=steps, seed=seed, out=tmp / f"run-{name}",
+                               batch_size=min(batch_size, sum(len(x) for x, _, _ in parts)),
+                               device=device, progress=progress,
+                               overrides={"data.channels": info.channels,
+                                          "train.sample_every": 0, "train.ckpt_every": 0,
+                                          "train.tensorboard": False})
+            if clf.config["num_classes"] != info.num_classes:
+                raise PixgenError(f"the {name} set lacks some classes; use a larger --n")
+            result[f"accuracy_{name}"] = clf.accuracy(  # type: ignore[attr-defined]
+                transforms.to_float(test.images), test.labels)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["gain"] = result["accuracy_real_plus_synthetic"] - result["accuracy_real"]
+    return result
