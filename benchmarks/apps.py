@@ -12,7 +12,7 @@ directory holding a finished run with the same settings is reused):
 - latent_map: 5-nearest-neighbour class accuracy (5-fold) of held-out digits in the 2-D map:
   the VAE's own 2-D latent, an 8-D VAE through PCA and t-SNE, and Glow through PCA.
 - augment: the evaluation classifier trained on 10 real digits per class, with and without
-  5,000 cgan samples, and on the samples alone (train on synthetic, test on real).
+  3,000 cgan samples, and on the samples alone (train on synthetic, test on real).
 - superres: srresnet x4 (and with SRGAN's adversarial loss) against bicubic on held-out
   shapes at 32 px and on photo crops (scikit-image), PSNR and SSIM.
 
@@ -52,9 +52,9 @@ RUNS: dict[str, tuple[str, str, int, int, int, dict[str, Any]]] = {
     "vae2": ("vae", "digits", 16, 1500, 64, {"width": 32, "latent_dim": 2}),
     "vae": ("vae", "digits", 16, 2000, 64, {"width": 32, "latent_dim": 8}),
     "cgan": ("cgan", "digits", 16, 2000, 64, {"width": 32}),
-    "glow": ("glow", "digits", 16, 1000, 64, {"num_classes": 0, "levels": 2, "depth": 4,
+    "glow": ("glow", "digits", 16, 600, 64, {"num_classes": 0, "levels": 2, "depth": 4,
                                                "hidden": 48}),
-    "pixelcnn": ("pixelcnn", "digits", 16, 1000, 64, {"num_classes": 0, "width": 32,
+    "pixelcnn": ("pixelcnn", "digits", 16, 600, 64, {"num_classes": 0, "width": 32,
                                                       "layers": 5}),
     "srresnet": ("srresnet", "shapes", 32, 1000, 32, {"scale": 4, "width": 32, "blocks": 4}),
     "srgan": ("srresnet", "shapes", 32, 1000, 32, {"scale": 4, "width": 32, "blocks": 4,
@@ -166,7 +166,7 @@ def stage_latent_map(root: Path, n: int, grids: Path | None) -> dict[str, Any]:
 
 def stage_augment(root: Path, n_synth: int, grids: Path | None) -> dict[str, Any]:
     cgan = train_or_reuse("cgan", root)
-    r = pixgen.augment_score(cgan, real_per_class=10, n_synthetic=n_synth, steps=1500,
+    r = pixgen.augment_score(cgan, real_per_class=10, n_synthetic=n_synth, steps=800,
                              progress=False)
     print(f"   real {100 * r['accuracy_real']:.2f}%, real + synthetic "
           f"{100 * r['accuracy_real_plus_synthetic']:.2f}%, synthetic only "
@@ -256,7 +256,7 @@ def main() -> None:
     ap.add_argument("--stages", default="inpaint,interpolate,latent_map,augment,superres")
     ap.add_argument("--n-inpaint", type=int, default=48)
     ap.add_argument("--n-map", type=int, default=360)
-    ap.add_argument("--n-synthetic", type=int, default=5000)
+    ap.add_argument("--n-synthetic", type=int, default=3000)
     ap.add_argument("--n-sr", type=int, default=48)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--reuse", action="store_true")

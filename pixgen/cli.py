@@ -417,7 +417,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     grids = sorted((run / "samples").glob("step-*.png"))
     if grids:
         print(f"samples: {grids[-1]}")
-    print(f"next: pixgen sample {run} --n 64 --out grid.png   |   pixgen info {run}")
+    if model.can("sample"):
+        step = f"pixgen sample {run} --n 64 --out grid.png"
+    elif model.can("superres"):
+        step = f"pixgen superres {run} --input IMAGE_OR_DIR"
+    elif model.can("translate"):
+        step = f"pixgen translate {run} --input IMAGE_OR_DIR"
+    else:
+        step = ""
+    print(f"next: {step + '   |   ' if step else ''}pixgen info {run}")
     return 0
 
 
