@@ -218,6 +218,13 @@ class PixgenModel(nn.Module):
                               f"{self.name!r} does not have it"
                               + (f" (models that do: {', '.join(able)})" if able else ""))
 
+    def check_images(self, images: torch.Tensor, what: str) -> None:
+        """Raise a clear error unless ``images`` is (N, channels, image_size, image_size)."""
+        shape = (self.config["channels"], self.config["image_size"], self.config["image_size"])
+        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+            raise ConfigError(f"{what} takes images of shape (N, {shape[0]}, {shape[1]}, "
+                              f"{shape[2]}), got {tuple(images.shape)}")
+
     def check_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Validate requested class labels for conditional sampling."""
         num_classes = self.config.get("num_classes") or 0

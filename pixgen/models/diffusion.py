@@ -347,10 +347,8 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         Returns:
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
+        self.check_images(images, "inpainting")
         shape = (self.channels, self.image_size, self.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
-            raise ConfigError(f"inpainting takes images of shape (N, {shape[0]}, {shape[1]}, "
-                              f"{shape[2]}), got {tuple(images.shape)}")
         labels = self.check_labels(len(images), labels)
         guidance = self.resolve_guidance(labels, guidance)
         x0 = images.to(self.device)

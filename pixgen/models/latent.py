@@ -36,6 +36,7 @@ class LatentSpace:
     device: torch.device
     decode: Any  # (z, *, labels=None) -> images in [-1, 1]
     check_labels: Any
+    check_images: Any
     can: Any
 
     def prior_latents(self, n: int, *, generator: torch.Generator | None = None
@@ -43,11 +44,6 @@ class LatentSpace:
         """``n`` latents drawn from the prior, (n, *latent_shape)."""
         return randn(n, *self.latent_shape, generator=generator, device=self.device)
 
-    def check_images(self, images: torch.Tensor, what: str) -> None:
-        shape = (self.config["channels"], self.config["image_size"], self.config["image_size"])
-        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
-            raise ConfigError(f"{what} takes images of shape (N, {shape[0]}, {shape[1]}, "
-                              f"{shape[2]}), got {tuple(images.shape)}")
 
 
 class LatentInpainting(LatentSpace):
@@ -105,16 +101,15 @@ class LatentInpainting(LatentSpace):
         k = len(cand) // n if cand is not None else restarts
         z = self.prior_latents(n * k, generator=generator)
         if self.can("encode"):  # the first start of each image (and class): its encoding
-            starts = mean_fill(x, hole).repeat_interleave(k, 0)
-            z[::restarts] = self.encode(starts[::restarts],
-                                        **self._label_kw(cand[::restarts] if cand is not None
-                                                         else None))
+            starts = mean_fill(x, hole).repeat_interleave(k // restarts, 0)
+            z[::restarts] = self.encode(starts, **self._label_kw(
+                cand[::restarts] if cand is not None else None))
         target, weight = x.repeat_interleave(k, 0), known.repeat_interleave(k, 0)
 
-        def objective(z: torch.Tensor) -> torch.Tensor:
+        def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = self.decode(z, **self._label_kw(cand)).float()
             fit = ((out - target) ** 2 * weight).flatten(1).sum(1) / (2 * noise_std ** 2)
-            return fit + 0.5 * z.flatten(1).float().square().sum(1)
+            return fit + 0.5 * z.flatten(1).float().square().sum(1), out
 
         z = z.detach().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
@@ -126,12 +121,11 @@ class LatentInpainting(LatentSpace):
         with torch.enable_grad(), frozen(self):  # type: ignore[arg-type]
             for _ in it:
                 opt.zero_grad(set_to_none=True)
-                objective(z).sum().backward()
+                objective(z)[0].sum().backward()
                 opt.step()
-        final = objective(z).view(n, k)
-        best = final.argmin(1) + torch.arange(n, device=self.device) * k
-        out = self.decode(z[best], **self._label_kw(cand[best] if cand is not None else None))
-        return (x * known + out.float().clamp(-1, 1) * hole).clamp(-1, 1)
+        final, outs = objective(z)
+        best = final.view(n, k).argmin(1) + torch.arange(n, device=self.device) * k
+        return (x * known + outs[best].clamp(-1, 1) * hole).clamp(-1, 1)
 
     def _label_kw(self, labels: torch.Tensor | None) -> dict[str, Any]:
         return {} if labels is None else {"labels": labels}

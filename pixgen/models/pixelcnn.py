@@ -174,10 +174,8 @@ class PixelCNN(LikelihoodModel):
         Returns:
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
-        size, c = self.image_size, self.channels
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c, size, size):
-            raise ConfigError(f"inpainting takes images of shape (N, {c}, {size}, {size}), "
-                              f"got {tuple(images.shape)}")
+        self.check_images(images, "inpainting")
+        size = self.image_size
         if candidates < 1:
             raise ConfigError(f"candidates must be at least 1, not {candidates}")
         n, k = len(images), candidates
