@@ -21,11 +21,12 @@ from pixgen.apps.translate import translate, translate_files  # noqa: E402
 from pixgen.api import generate, list_datasets, list_models, load, train  # noqa: E402
 from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
+from pixgen.data.check import check_data  # noqa: E402
 from pixgen.errors import PixgenError  # noqa: E402
 from pixgen.eval.evaluate import evaluate_run, evaluate_sets  # noqa: E402
 from pixgen.models.base import GenerativeModel, PixgenModel  # noqa: E402
 from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
 __all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
-           "augment", "augment_score", "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "inpaint", "inpaint_files", "interpolate", "latent_map_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
+           "augment", "augment_score", "check_data", "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "inpaint", "inpaint_files", "interpolate", "latent_map_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
            "save_images", "save_interpolation", "superres", "superres_files", "train", "translate", "translate_files", "__version__"]

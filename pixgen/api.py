@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pixgen.config import RunConfig, set_key
+from pixgen.config import RunConfig, check_config, set_key, validate_model_args
+from pixgen.data.base import bad_image_policy, write_bad_image_report
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel
+from pixgen.models.base import ModelArgsError, PixgenModel
 from pixgen.sampling import generate  # noqa: F401  (re-exported as pixgen.generate)
 from pixgen.registry import DATASETS, MODELS
 from pixgen.train import checkpoint as ckpt
@@ -18,7 +20,8 @@ from pixgen.train import checkpoint as ckpt
 RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
                   "train.num_samples", "train.tensorboard", "train.max_nonfinite",
                   "train.max_minutes", "train.eval_every", "train.eval_n", "device",
-                  "out"}
+                  "out", "train.grad_accum", "train.compile", "data.on_bad_image"}
+BAD_IMAGES_REPORT = "bad-images.txt"
 
 
 def build_config(settings: dict[str, Any], *, base: RunConfig | None = None,
@@ -100,6 +103,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         **model_args: the model's constructor arguments, e.g. ``beta=4.0`` for "vae".
     """
     from pixgen.train.trainer import Trainer, check_run_dir, default_run_dir
+    from pixgen.utils import distributed
 
     settings: dict[str, Any] = {"model": model, "data.spec": data, "train.steps": steps,
                                 "train.batch_size": batch_size, "seed": seed, "device": device,
@@ -114,25 +118,78 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         if out is None:
             raise ConfigError("resuming needs the run directory: pass --out RUN_DIR")
         run_dir = Path(out).expanduser()
-        check_run_dir(run_dir, resume=True)
+        distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
         saved = RunConfig.from_yaml(run_dir / "config.yaml")
         cfg = build_config(settings, base=saved, resume=True)
+        check_config(cfg)
+        distributed.setup(cfg.device)
     else:
         if isinstance(config, (str, Path)):
             config = RunConfig.from_yaml(config)
         cfg = build_config(settings, base=config)
-        MODELS.get(cfg.model)  # fail early on a bad name, before any directory is made
+        # Fail early on a bad name or value, before any directory is made or data loaded.
+        check_config(cfg)
+        validate_model_args(MODELS.get(cfg.model), cfg.model_args)
+        distributed.setup(cfg.device)
         dataset = cfg.data.spec.partition(":")[0]
-        run_dir = Path(cfg.out).expanduser() if cfg.out else default_run_dir(
-            f"{cfg.model}-{dataset}")
-        check_run_dir(run_dir, resume=False)
+
+        def choose_run_dir() -> str:  # on rank 0 only, so every rank gets the same folder
+            run_dir = Path(cfg.out).expanduser() if cfg.out else default_run_dir(
+                f"{cfg.model}-{dataset}")
+            check_run_dir(run_dir, resume=False)
+            return str(run_dir)
+
+        run_dir = Path(distributed.on_main(choose_run_dir))
         cls = MODELS.get(cfg.model)
         if cls.stage_one and not cfg.train.init_from:
             cfg.train.init_from = str(_train_stage_one(cfg, run_dir, stage1_steps, progress))
         if cfg.train.init_from:
             _take_settings_from_run(cfg, cls, settings)
+        _dry_run_model(cfg)
     cfg.out = str(run_dir)
-    return Trainer(cfg, resume=resume, progress=progress).run()
+    with bad_image_policy(cfg.data.on_bad_image) as skipped:
+        trainer = Trainer(cfg, resume=resume, progress=progress)
+        _report_bad_images(run_dir, skipped)
+        n = len(skipped)
+        model = trainer.run()
+        if len(skipped) > n:  # the test split too, for evaluations during training
+            _report_bad_images(run_dir, skipped)
+    return model
+
+
+def _dry_run_model(cfg: RunConfig) -> None:
+    """Build the model on the meta device before any data is loaded, so that a model argument
+    out of range, an absurd size or (when the image size is given) an image size the model
+    cannot take fails at once. Without a given image size only what no data could make
+    valid is refused here; the rest when the trainer builds the model for the data."""
+    cls = MODELS.get(cfg.model)
+    if cls.stage_one and not cfg.train.init_from:
+        return
+    known = {"image_size": cfg.data.image_size, "channels": cfg.data.channels}
+    params = inspect.signature(cls.__init__).parameters
+    args = {k: v for k, v in known.items() if v is not None and k in params}
+    args.update(validate_model_args(cls, cfg.model_args))
+    try:
+        cls.dry_run(**args)
+    except ModelArgsError:
+        raise
+    except ConfigError:
+        if cfg.data.image_size is not None:
+            raise
+    except Exception:  # noqa: BLE001 - the real build, with the data's settings, decides
+        pass
+
+
+def _report_bad_images(run_dir: Path, skipped: list[tuple[str, str]]) -> None:
+    """Write RUN/bad-images.txt listing the image files skipped, and say so (rank 0 only)."""
+    from pixgen.utils.distributed import is_main
+
+    if not skipped or not is_main():
+        return
+    unique = list(dict.fromkeys(skipped))
+    path = write_bad_image_report(run_dir / BAD_IMAGES_REPORT, unique)
+    print(f"pixgen: warning: skipped {len(unique)} unreadable image file(s) "
+          f"(--on-bad-image skip); listed in {path}")
 
 
 def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress: bool) -> Path:
@@ -147,8 +204,11 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
     overrides.pop("data.spec")
     if steps is not None and steps < 1:
         raise ConfigError(f"stage1_steps must be at least 1, not {steps}")
-    print(f"{cfg.model}: stage one, training {cls.stage_one} into {out} (then the prior; or "
-          f"start from a finished {cls.stage_one} run with --from RUN)")
+    from pixgen.utils.distributed import is_main
+
+    if is_main():
+        print(f"{cfg.model}: stage one, training {cls.stage_one} into {out} (then the prior; "
+              f"or start from a finished {cls.stage_one} run with --from RUN)")
     train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
           seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress)
     return out

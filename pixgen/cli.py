@@ -75,6 +75,14 @@ def _sampling_kwargs(args: argparse.Namespace, method: Any, what: str) -> dict[s
     return kwargs
 
 
+def _add_bad_image_option(p: argparse.ArgumentParser, report: str) -> None:
+    p.add_argument("--on-bad-image", default=None, choices=("fail", "skip"),
+                   help=f"an image file that cannot be read (corrupt, truncated, empty, not an "
+                   f"image, a decompression bomb): fail = stop with an error naming it, skip = "
+                   f"leave it out and {report} (default: fail; config key "
+                   f"data.on_bad_image)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixgen", formatter_class=_Formatter,
@@ -93,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  pixgen train dcgan --data digits --steps 3000\n"
                        "  pixgen train vae --data folder:~/pics --image-size 64 --set model.beta=4\n"
                        "  pixgen train dcgan --out runs/dcgan-digits --resume --steps 6000\n"
-                       "  pixgen train vqvae-prior --from runs/vqvae-digits --steps 3000")
+                       "  pixgen train vqvae-prior --from runs/vqvae-digits --steps 3000\n"
+                       "  torchrun --nproc_per_node 4 -m pixgen train diffusion --data cifar10 "
+                       "(docs/distributed.md)")
     p.add_argument("model", help="model name (see `pixgen models`)")
     p.add_argument("--data", metavar="SPEC", default=None,
                    help=f"dataset spec, e.g. digits, mnist, folder:~/pics (see `pixgen "
@@ -111,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where downloadable datasets live (default: $PIXGEN_DATA_DIR or "
                    "~/.cache/pixgen/data)")
+    _add_bad_image_option(p, "list them in RUN/bad-images.txt")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory (default: runs/MODEL-DATASET, numbered if taken)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
@@ -130,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="score samples (FID, KID, precision/recall...) every N steps and keep "
                    "the best checkpoint by FID in best/ (default: 0, off)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                   help="auto = bf16 autocast on CUDA, fp32 elsewhere (config key "
+                   "train.precision)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="wrap the model's networks in torch.compile (slower first steps; "
+                   "config key train.compile)")
     _add_run_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -194,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --real/--fake: 1 or 3 channels (default: the real data's)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where downloadable datasets live")
+    _add_bad_image_option(p, "list them on stderr")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="a local InceptionV3 weights file, for offline use")
     p.add_argument("--iwae-k", type=int, default=1000, metavar="K",
@@ -368,6 +386,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_superres)
 
+    p = sub.add_parser(
+        "check-data", help="scan a dataset: readable images, classes, modes, sizes, bad files",
+        formatter_class=_Formatter,
+        description="Scan every split of a dataset up front and print a summary: the number "
+        "of readable images, the images per class, the image modes and sizes seen, and every "
+        "file that cannot be read with the reason. Image folders are decoded file by file as "
+        "training would; nothing is kept in memory.",
+        epilog="exit status: 0 when every image is readable; 1 when any file is bad or a split "
+        "cannot be loaded (train with --on-bad-image skip to leave bad files out); 2 on a "
+        "usage error (e.g. a folder that does not exist).\n\n"
+        "examples:\n  pixgen check-data folder:~/pics\n"
+        "  pixgen check-data folder:~/pics --image-size 64 --channels 3\n"
+        "  pixgen check-data mnist --data-dir ~/data")
+    p.add_argument("spec", metavar="SPEC", help="dataset spec, e.g. folder:~/pics, digits, "
+                   "mnist (see `pixgen datasets`)")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="decode at this size (default: the dataset's; folders 64)")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="1 = grayscale, 3 = RGB (default: the dataset's)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where downloadable datasets live (default: $PIXGEN_DATA_DIR or "
+                   "~/.cache/pixgen/data)")
+    p.add_argument("--download", action="store_true",
+                   help="download missing dataset files (default: report them missing)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_check_data)
+
     p = sub.add_parser("models", help="list the models", formatter_class=_Formatter)
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("datasets", help="list the datasets", formatter_class=_Formatter)
@@ -403,7 +448,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--set expects key=value (e.g. train.lr=1e-4), got {pair!r}")
         overrides[key.strip()] = value.strip()
     flags = {"train.lr": args.lr, "data.channels": args.channels, "data.data_dir": args.data_dir,
-             "train.eval_every": args.eval_every}
+             "train.eval_every": args.eval_every, "data.on_bad_image": args.on_bad_image,
+             "train.precision": args.precision, "train.compile": args.compile}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     t0 = time.perf_counter()
     model = pixgen.train(args.model, data=args.data, steps=args.steps,
@@ -413,6 +459,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                          progress=not args.no_progress, from_run=args.from_run,
                          stage1_steps=args.stage1_steps)
     run = model.run_dir
+    from pixgen.utils.distributed import is_main
+
+    if not is_main():  # one report, from rank 0
+        return 0
     print(f"trained {model.name} in {time.perf_counter() - t0:.0f} s -> {run}")
     grids = sorted((run / "samples").glob("step-*.png"))
     if grids:
@@ -491,6 +541,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pixgen.data.base import bad_image_policy
+
+    with bad_image_policy(args.on_bad_image or "fail") as skipped:
+        try:
+            return _cmd_eval(args)
+        finally:  # also when the evaluation fails later on
+            _warn_skipped(skipped)
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:
+    """List the image files --on-bad-image skip left out, on stderr."""
+    unique = list(dict.fromkeys(skipped))
+    if not unique:
+        return
+    print(f"pixgen: warning: skipped {len(unique)} unreadable image file(s):", file=sys.stderr)
+    for path, reason in unique[:shown]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    if len(unique) > shown:
+        print(f"  ... and {len(unique) - shown} more (`pixgen check-data SPEC` lists all)",
+              file=sys.stderr)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
     from pixgen.eval.evaluate import evaluate_run, evaluate_sets, format_table
 
     common = dict(features=args.features, data_dir=args.data_dir, device=args.device or "auto",
@@ -700,6 +773,15 @@ def _print_listing(entries: dict[str, str], footer: str = "") -> int:
     return 0
 
 
+def cmd_check_data(args: argparse.Namespace) -> int:
+    import pixgen
+
+    report = pixgen.check_data(args.spec, image_size=args.image_size, channels=args.channels,
+                               data_dir=args.data_dir, download=args.download)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import pixgen
 
@@ -789,7 +871,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PixgenError as e:
         if args.debug:
             raise
-        print(f"pixgen: error: {e}", file=sys.stderr)
+        from pixgen.utils.distributed import ReplicatedError, rank
+
+        if not isinstance(e, ReplicatedError):
+            prefix = f"pixgen[rank {rank()}]" if rank() else "pixgen"
+            print(f"{prefix}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pixgen: interrupted", file=sys.stderr)

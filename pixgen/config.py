@@ -8,8 +8,10 @@ is the config), validated against its signature.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +38,9 @@ class DataConfig:
         download: allow downloading missing dataset files.
         num_images: use only the first N training images (procedural sets generate N).
         hflip: random horizontal flips, batched on the training device.
+        on_bad_image: what to do with an image file that cannot be decoded (folder:,
+            unpaired:): "fail" (stop with an error naming it) or "skip" (leave it out and
+            list it in the run's bad-images.txt).
     """
 
     spec: str = "shapes"
@@ -45,6 +50,7 @@ class DataConfig:
     download: bool = True
     num_images: int | None = None
     hflip: bool = False
+    on_bad_image: str = "fail"
 
 
 @dataclass
@@ -215,14 +221,14 @@ def coerce(value: Any, tp: Any, *, what: str) -> Any:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{what} must be a string, not {value!r}")
         return str(value)
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence) or tp in (list, tuple):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{what} must be a list like [1, 2], not {value!r}")
         (inner, *_) = typing.get_args(tp) or (Any,)
         items = [coerce(v, inner, what=what) for v in value]
-        return items if origin is list else tuple(items)
+        return tuple(items) if tuple in (origin, tp) else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{what} must be a mapping like {{a: 1}}, not {value!r}")
@@ -310,8 +316,25 @@ def validate_model_args(model_cls: type, args: dict[str, Any]) -> dict[str, Any]
 
 def check_config(cfg: RunConfig) -> None:
     """Reject impossible values before anything is loaded or trained."""
-    t = cfg.train
+    from pixgen.data.base import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, ON_BAD_IMAGE
+
+    t, d = cfg.train, cfg.data
+    floats = {f"train.{f.name}": getattr(t, f.name) for f in dataclasses.fields(t)
+              if isinstance(getattr(t, f.name), float)}
+    floats.update({f"train.group_lr.{k}": v for k, v in t.group_lr.items()})
+    for key, value in floats.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, not {value}")
     checks = [
+        (d.image_size is None or MIN_IMAGE_SIZE <= d.image_size <= MAX_IMAGE_SIZE,
+         f"data.image_size {d.image_size} is out of range; use {MIN_IMAGE_SIZE} to "
+         f"{MAX_IMAGE_SIZE} pixels"),
+        (d.channels in (None, 1, 3),
+         f"data.channels must be 1 (grayscale) or 3 (RGB), not {d.channels}"),
+        (d.num_images is None or d.num_images >= 1,
+         f"data.num_images must be at least 1, not {d.num_images}"),
+        (d.on_bad_image in ON_BAD_IMAGE,
+         f"data.on_bad_image must be {' or '.join(ON_BAD_IMAGE)}, not {d.on_bad_image!r}"),
         (t.steps >= 1, f"train.steps must be at least 1, not {t.steps}"),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, not {t.batch_size}"),
         (t.lr is None or t.lr > 0, f"train.lr must be positive, not {t.lr}"),

@@ -13,14 +13,26 @@ straight into one preallocated uint8 array: EXIF orientation applied, transparen
 over white, CMYK converted to RGB, 16-bit and float images scaled to 8 bits, the shorter side
 resized to the image size and the centre cropped square. The result is grayscale (1 channel)
 when every image is, else RGB.
+
+Alpha is composited over white, never black, and never dropped: LA, PA, RGBA and palette or
+grayscale images with a transparency colour all come out as if drawn on a white page (a
+fully transparent pixel is white, a half-transparent black pixel mid-grey). 16-bit (I;16),
+32-bit integer and float images are scaled to 8 bits, CMYK JPEGs converted to RGB, palette
+images expanded. A file that cannot be decoded (empty, truncated, not an image, or over
+``PIL.Image.MAX_IMAGE_PIXELS``: a possible decompression bomb, refused before any pixel is
+decoded) is a :class:`~pixgen.errors.DataError` naming it and the reason, or with
+``on_bad_image="skip"`` is left out and listed in ``ImageData.skipped``.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,50 +73,103 @@ def scan_images(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
-def decode_images(paths: list[Path], *, size: int) -> torch.Tensor:
-    """Decode image files into one uint8 (N, C, size, size) tensor, C = 1 if all are grayscale.
+@dataclass(frozen=True)
+class ImageFileCheck:
+    """What decoding one image file found (see :func:`check_images`).
 
-    Args:
-        paths: the image files.
-        size: output side length: the shorter side is resized to it, the centre cropped.
-
-    Raises:
-        DataError: naming the files that cannot be decoded (corrupt, empty, not an image, or
-            over PIL's decompression-bomb limit).
+    Attributes:
+        path: the file.
+        mode: its PIL mode ("RGB", "L", "I;16", "P", ...), "" when it could not be opened.
+        size: its (width, height) in pixels, (0, 0) when it could not be opened.
+        error: why it cannot be read, or "" when it decodes.
     """
+
+    path: Path
+    mode: str = ""
+    size: tuple[int, int] = (0, 0)
+    error: str = ""
+
+
+def _decode_each(paths: list[Path], size: int,
+                 store: Callable[[int, np.ndarray], None] | None) -> list[ImageFileCheck]:
+    """Decode every file in threads; ``store(i, array)`` receives each decoded image."""
     n = len(paths)
-    out = np.empty((n, 3, size, size), np.uint8)
-    gray = np.zeros(n, bool)
+    checks: list[ImageFileCheck] = [ImageFileCheck(p) for p in paths]
 
-    def work(i: int) -> str | None:
+    def work(i: int) -> None:
+        opened: dict[str, Any] = {}
         try:
-            arr = _decode(paths[i], size)
+            arr = _decode(paths[i], size, opened)
         except _Unreadable as e:
-            return str(e)
-        if arr.ndim == 2:
-            out[i] = arr
-            gray[i] = True
-        else:
-            out[i] = arr.transpose(2, 0, 1)
-        return None
+            checks[i] = ImageFileCheck(paths[i], opened.get("mode", ""),
+                                       opened.get("size", (0, 0)), str(e))
+            return
+        checks[i] = ImageFileCheck(paths[i], opened["mode"], opened["size"])
+        if store is not None:
+            store(i, arr)
 
-    errors = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         pool = ThreadPoolExecutor()
         try:
             with progress_bar(total=n, desc="decoding images", unit="img", leave=False,
-                      disable=True if n <= PROGRESS_MIN_FILES else None) as bar:
-                for path, error in zip(paths, pool.map(work, range(n))):
-                    if error is not None:
-                        errors.append((path, error))
+                              disable=True if n <= PROGRESS_MIN_FILES else None) as bar:
+                for _ in pool.map(work, range(n)):
                     bar.update()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    if len(errors) == 1:
+    return checks
+
+
+def check_images(paths: list[Path], *, size: int = DEFAULT_SIZE) -> list[ImageFileCheck]:
+    """Decode each file as :func:`decode_images` would, keeping only what was found: its
+    mode, size and, for a file that cannot be read, the reason. Memory stays flat.
+
+    Args:
+        paths: the image files.
+        size: decode at this side length (the shorter side resized, the centre cropped).
+    """
+    return _decode_each(paths, size, None)
+
+
+def decode_images(paths: list[Path], *, size: int, on_bad_image: str = "fail",
+                  skipped: list[tuple[str, str]] | None = None) -> torch.Tensor:
+    """Decode image files into one uint8 (N, C, size, size) tensor, C = 1 if all are grayscale.
+
+    Args:
+        paths: the image files.
+        size: output side length: the shorter side is resized to it, the centre cropped.
+        on_bad_image: "fail" raises on any file that cannot be decoded; "skip" leaves such
+            files out of the result (which keeps the order of the others) and appends
+            (path, reason) for each to ``skipped``.
+        skipped: the list that receives the skipped files (with ``on_bad_image="skip"``).
+
+    Raises:
+        DataError: naming the files that cannot be decoded (corrupt, empty, not an image, or
+            over PIL's decompression-bomb limit), unless they are skipped.
+    """
+    n = len(paths)
+    out = np.empty((n, 3, size, size), np.uint8)
+    gray = np.zeros(n, bool)
+
+    def store(i: int, arr: np.ndarray) -> None:
+        if arr.ndim == 2:
+            out[i] = arr
+            gray[i] = True
+        else:
+            out[i] = arr.transpose(2, 0, 1)
+
+    checks = _decode_each(paths, size, store)
+    errors = [(c.path, c.error) for c in checks if c.error]
+    if errors and on_bad_image == "skip":
+        if skipped is not None:
+            skipped.extend((str(p), reason) for p, reason in errors)
+        good = np.array([not c.error for c in checks], bool)
+        out, gray, n = out[good], gray[good], int(good.sum())
+    elif len(errors) == 1:
         path, reason = errors[0]
         raise DataError(f"cannot read image {path}: {reason}; remove or replace the file")
-    if errors:
+    elif errors:
         shown = ", ".join(f"{p} ({reason})" for p, reason in errors[:_SHOWN_ERRORS])
         more = f" and {len(errors) - _SHOWN_ERRORS} more" if len(errors) > _SHOWN_ERRORS else ""
         raise DataError(f"cannot read {len(errors)} images: {shown}{more}; remove or replace "
@@ -114,15 +179,19 @@ def decode_images(paths: list[Path], *, size: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 (size, size) if grayscale, else (size, size, 3)."""
+def _decode(path: Path, size: int, opened: dict[str, Any]) -> np.ndarray:
+    """One image as uint8 (size, size) if grayscale, else (size, size, 3); ``opened``
+    receives the file's PIL mode and size once it is open."""
     try:
         if os.path.getsize(path) == 0:
             raise _Unreadable("the file is empty")
         with Image.open(path) as im:
             w, h = im.size
+            opened.update(mode=im.mode, size=(w, h))
             if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(w * h)
+            if w < 1 or h < 1:
+                raise _Unreadable(f"it declares an empty {w}x{h} image")
             if im.format == "JPEG":
                 im.draft(None, (size, size))  # decode at a reduced scale still >= size
             im = _to_l_or_rgb(ImageOps.exif_transpose(im))
@@ -197,18 +266,45 @@ def _labels(rel_parts: list[tuple[str, ...]],
 
 
 def _no_images_message(folder: Path) -> str:
+    """Why ``folder`` yields no images, and what it should hold."""
     accepted = ", ".join(SUFFIXES)
-    other = next((p for p in folder.rglob("*") if p.is_file()), None)
+    files = (p for p in folder.rglob("*") if p.is_file())
+    other = min(files, key=lambda p: (p.name.startswith("."), p.parts), default=None)
     if other is None:
-        return f"image folder {folder} is empty; put images ({accepted}) in it"
+        subfolders = sorted(d.name for d in folder.iterdir()
+                            if d.is_dir() and not d.name.startswith("."))
+        if not subfolders:
+            return (f"image folder {folder} is empty; put images ({accepted}) in it, directly "
+                    f"for unlabelled data or in one subfolder per class")
+        shown = ", ".join(f"{d}/" for d in subfolders[:3]) + (", ..." if len(subfolders) > 3
+                                                               else "")
+        return (f"image folder {folder} has subfolders ({shown}) but no images in them; put "
+                f"images ({accepted}) in each class subfolder, or directly in {folder} for "
+                f"unlabelled data")
+    hidden = " (hidden files are skipped)" if other.name.startswith(".") else ""
     return (f"image folder {folder} holds no images: only files with suffixes {accepted} are "
-            f"read (found e.g. {other.relative_to(folder)})")
+            f"read (found e.g. {other.relative_to(folder)}){hidden}")
+
+
+def _decode_or_skip(paths: list[Path], folder: Path, *, size: int, on_bad_image: str,
+                    skipped: list[tuple[str, str]]) -> tuple[torch.Tensor, list[Path]]:
+    """Decode ``paths`` under the bad-image policy: the images and the files they came from."""
+    before = len(skipped)
+    images = decode_images(paths, size=size, on_bad_image=on_bad_image, skipped=skipped)
+    bad = {p for p, _ in skipped[before:]}
+    if not bad:
+        return images, paths
+    if len(images) == 0:
+        path, reason = skipped[before]
+        raise DataError(f"none of the {len(paths)} image files in {folder} can be read (e.g. "
+                        f"{path}: {reason})")
+    return images, [p for p in paths if str(p) not in bad]
 
 
 @DATASETS.register("folder", help="your images: folder:PATH (class subfolders give labels, "
                    "train/ and test/ subfolders give splits; default 64px)")
 def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
-                download: bool) -> ImageData:
+                download: bool, on_bad_image: str = "fail") -> ImageData:
     if not arg:
         raise ConfigError("dataset 'folder' needs a path: folder:PATH (e.g. folder:~/pictures)")
     root = Path(arg).expanduser()
@@ -220,16 +316,24 @@ def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir
     paths = scan_images(folder)
     if not paths:
         raise DataError(_no_images_message(folder))
-    images = decode_images(paths, size=image_size or DEFAULT_SIZE)
+    skipped: list[tuple[str, str]] = []
+    images, kept = _decode_or_skip(paths, folder, size=image_size or DEFAULT_SIZE,
+                                   on_bad_image=on_bad_image, skipped=skipped)
+    # Class names come from every file found (skipped ones too) and the other split, so
+    # labels do not shift when files are skipped; the layout is judged by readable files.
     other_parts = [p.relative_to(other).parts for p in scan_images(other)] if other else []
-    labels, class_names = _labels([p.relative_to(folder).parts for p in paths], other_parts)
-    return ImageData(images, labels, class_names, f"folder:{arg}")
+    other_parts += [Path(p).relative_to(folder).parts for p, _ in skipped]
+    labels, class_names = _labels([p.relative_to(folder).parts for p in kept], other_parts)
+    return ImageData(images, labels, class_names, f"folder:{arg}", skipped=skipped)
+
+
+load_folder.reads_image_files = True  # type: ignore[attr-defined]
 
 
 @DATASETS.register("unpaired", help="two unpaired image domains: unpaired:PATH with the "
                    "CycleGAN layout trainA/ trainB/ testA/ testB/ (default 64px)")
 def load_unpaired(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
-                  download: bool) -> ImageData:
+                  download: bool, on_bad_image: str = "fail") -> ImageData:
     """Domain A as ``images`` and domain B as ``images_b`` of one split (unlabelled)."""
     if not arg:
         raise ConfigError("dataset 'unpaired' needs a path: unpaired:PATH, a folder with "
@@ -244,12 +348,17 @@ def load_unpaired(arg: str | None, *, split: str, image_size: int | None, data_d
             raise DataError(f"{root} has no {folder.name}/ folder; unpaired:PATH needs the "
                             f"CycleGAN layout trainA/ trainB/ testA/ testB/")
     domains = []
+    skipped: list[tuple[str, str]] = []
     for folder in folders:
         paths = scan_images(folder)
         if not paths:
             raise DataError(_no_images_message(folder))
-        domains.append(decode_images(paths, size=image_size or DEFAULT_SIZE))
+        domains.append(_decode_or_skip(paths, folder, size=image_size or DEFAULT_SIZE,
+                                       on_bad_image=on_bad_image, skipped=skipped)[0])
     a, b = domains
     if a.shape[1] != b.shape[1]:  # one grayscale domain, one colour: both in RGB
         a, b = a.expand(-1, 3, -1, -1).contiguous(), b.expand(-1, 3, -1, -1).contiguous()
-    return ImageData(a, None, [], f"unpaired:{arg}", b, ["A", "B"])
+    return ImageData(a, None, [], f"unpaired:{arg}", b, ["A", "B"], skipped=skipped)
+
+
+load_unpaired.reads_image_files = True  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -66,17 +67,25 @@ def read_idx(path: str | Path) -> np.ndarray:
                             "delete it and download it again") from None
 
 
+_CHUNK = 1 << 26  # 64 MiB
+
+
 def _read_exactly(stream: BinaryIO, n: int) -> bytearray:
-    """Read up to ``n`` bytes into one buffer (shorter only at end of file)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
+    """Read up to ``n`` bytes into one buffer (shorter only at end of file).
+
+    The buffer grows by at most 64 MiB ahead of the bytes actually read, so a corrupt header
+    declaring gigabytes costs memory only for the data that is really there.
+    """
+    buf = bytearray(min(n, _CHUNK))
     got = 0
     while got < n:
-        k = stream.readinto(view[got:])
+        if got == len(buf):
+            buf.extend(bytes(min(n - got, _CHUNK)))
+        with memoryview(buf) as view:
+            k = stream.readinto(view[got:])
         if not k:
             break
         got += k
-    view.release()
     del buf[got:]
     return buf
 
@@ -106,12 +115,25 @@ def _parse_idx(stream: BinaryIO, path: Path) -> np.ndarray:
     shape = "x".join(map(str, dims))
     if nbytes > MAX_BYTES:
         raise bad(f"its header declares {shape} values ({nbytes:,} bytes), which cannot be right")
+    remaining = _bytes_left(stream)
+    if remaining is not None and remaining < nbytes:
+        raise bad(f"it is truncated: {remaining:,} of {nbytes:,} data bytes for shape {shape}")
     data = _read_exactly(stream, nbytes)
     if len(data) < nbytes:
         raise bad(f"it is truncated: {len(data):,} of {nbytes:,} data bytes for shape {shape}")
     if stream.read(1):
         raise bad(f"it has extra bytes after the {nbytes:,} data bytes of shape {shape}")
     return np.frombuffer(data, dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
+
+
+def _bytes_left(stream: BinaryIO) -> int | None:
+    """Bytes between the position and the end of a plain file; None for a gzip stream."""
+    if isinstance(stream, gzip.GzipFile):
+        return None
+    try:
+        return os.fstat(stream.fileno()).st_size - stream.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import math
@@ -11,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from pixgen.errors import ConfigError, PixgenError
 
@@ -18,6 +21,92 @@ from pixgen.errors import ConfigError, PixgenError
 #: "sample" is implied by being a GenerativeModel; "classify" by being a classifier.
 CAPABILITIES = ("sample", "latent", "encode", "decode", "log_prob", "nll_bits_per_dim", "inpaint",
                 "translate", "superres", "class_conditional", "classify")
+
+
+#: The most tensor elements (parameters, buffers, anything the constructor allocates) a
+#: model may ask for: 2^31 is 8 GiB in float32, beyond any pixgen model by far (the largest,
+#: a 1024 px cyclegan, needs about 0.35e9). A config asking for more is corrupt or
+#: mistyped, and is refused before the allocation that would cross the limit.
+MAX_MODEL_ELEMENTS = 1 << 31
+#: Bounds of integer constructor arguments (and of the entries of integer lists), by name;
+#: other integers lie in [0, 65536]. Widths and dimensions must be at least 1; depth-like
+#: arguments are bounded tighter so that a corrupt config cannot make a constructor loop
+#: for minutes building millions of tiny modules.
+INT_ARG_BOUNDS: dict[str, tuple[int, int]] = {
+    "image_size": (1, 1024), "channels": (1, 4),
+    **{name: (1, 1 << 16) for name in ("width", "hidden", "z_dim", "latent_dim", "embed_dim",
+                                       "code_dim", "num_codes", "feature_dim", "disc_width",
+                                       "num_mix", "timesteps", "sample_steps")},
+    **{name: (0, 256) for name in ("layers", "res_blocks", "n_blocks", "blocks", "depth",
+                                   "levels", "disc_layers", "downsample")},
+}
+DEFAULT_INT_BOUNDS = (0, 1 << 16)
+MAX_LIST_ARG_LENGTH = 256
+
+_building = contextvars.ContextVar("pixgen_building_model", default=False)
+_element_limit = contextvars.ContextVar("pixgen_model_element_limit", default=MAX_MODEL_ELEMENTS)
+
+
+@contextlib.contextmanager
+def allocation_limit(elements: int) -> Iterator[None]:
+    """Lower the allocation limit of the models built inside the block to ``elements``
+    (never above :data:`MAX_MODEL_ELEMENTS`). ``pixgen.load`` sets it from the size of the
+    weights file, so a tampered config.json cannot make it allocate much more than that."""
+    token = _element_limit.set(min(int(elements), MAX_MODEL_ELEMENTS))
+    try:
+        yield
+    finally:
+        _element_limit.reset(token)
+
+
+class ModelArgsError(ConfigError):
+    """Constructor arguments that no data could make valid: a number out of range, or a
+    configuration that would allocate absurd memory."""
+
+
+_SIZE_FIRST = (torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full,
+               torch.empty_strided)
+_NEW_SIZE = (torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones,
+             torch.Tensor.new_full)
+
+
+def _requested_elements(func: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+    """Elements a tensor factory call is about to allocate (0 for any other call)."""
+    if func in _SIZE_FIRST:
+        rest = args
+    elif func in _NEW_SIZE:
+        rest = args[1:]
+    elif func is torch.randint:
+        rest = (kwargs.get("size", args[-1] if args else ()),)
+    else:
+        return 0
+    size = kwargs.get("size", rest[0] if rest else ())
+    if isinstance(size, int) and func not in (torch.full, torch.empty_strided):
+        size = rest  # torch.empty(2, 3): the sizes as separate arguments
+    if not isinstance(size, (tuple, list)) or not all(isinstance(x, int) for x in size):
+        return 0
+    return math.prod(size) if all(x >= 0 for x in size) else 0
+
+
+class _AllocationLimit(TorchFunctionMode):
+    """Refuses a tensor factory call (empty, zeros, full, randn...) that would take the
+    elements allocated so far past ``limit``, before it allocates."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__()
+        self.limit, self.what, self.total = limit, what, 0
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None
+                           ) -> Any:
+        kwargs = kwargs or {}
+        self.total += _requested_elements(func, args, kwargs)
+        if self.total > self.limit:
+            raise ModelArgsError(f"{self.what}: this configuration would allocate over "
+                                 f"{self.total:,} tensor elements (the limit is "
+                                 f"{self.limit:,}, {4 * self.limit / 2**30:.0f} GiB in "
+                                 f"float32); it is corrupt or mistyped, or far larger than "
+                                 f"pixgen supports")
+        return func(*args, **kwargs)
 
 
 @dataclass
@@ -127,9 +216,21 @@ class PixgenModel(nn.Module):
         def __init__(self: PixgenModel, **kw: Any) -> None:
             bound = sig.bind(self, **kw)
             bound.apply_defaults()
-            init(self, **kw)
+            args = {k: v for k, v in bound.arguments.items() if k != "self"}
+            if type(self).__init__ is __init__:  # the outermost constructor checks, once
+                type(self).check_args(args)
+            if _building.get():  # inside another model's constructor, already guarded
+                init(self, **kw)
+            else:
+                token = _building.set(True)
+                try:
+                    with _AllocationLimit(_element_limit.get(), type(self).registered_name
+                                          or type(self).__name__):
+                        init(self, **kw)
+                finally:
+                    _building.reset(token)
             # The outermost (most derived) constructor runs last and wins.
-            self.config = {k: _jsonable(v) for k, v in bound.arguments.items() if k != "self"}
+            self.config = {k: _jsonable(v) for k, v in args.items()}
 
         cls.__init__ = __init__  # type: ignore[method-assign]
 
@@ -171,6 +272,60 @@ class PixgenModel(nn.Module):
     def load_pretrained(self, source: PixgenModel) -> None:
         """Take weights from ``source``, the loaded model of the ``--from`` run."""
         self.load_state_dict(source.state_dict())
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        """Refuse constructor arguments that no model can take, before anything is built.
+
+        Runs on every construction (training, ``pixgen.load``, the API), so a corrupt or
+        hand-edited config.json fails with a ConfigError instead of a crash or an absurd
+        allocation. The default checks every number: integers within
+        :data:`INT_ARG_BOUNDS` (``image_size`` 1-1024, ``channels`` 1-4, widths and
+        dimensions 1-65536, depths up to 256, anything else 0-65536), floats finite, lists of
+        at most 256 such numbers. Families
+        override it to add their own constraints (calling ``super().check_args(args)``);
+        what a family's constructor checks itself (e.g. an image size its resolution plan
+        cannot take) is refused there, before its layers are allocated.
+
+        Args:
+            args: every constructor argument, defaults filled in.
+        """
+        name = cls.registered_name or cls.__name__
+
+        def check(key: str, value: Any) -> None:
+            if isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
+                return
+            if isinstance(value, int):
+                low, high = INT_ARG_BOUNDS.get(key, DEFAULT_INT_BOUNDS)
+                if not low <= value <= high:
+                    raise ModelArgsError(f"{name}: {key}={value} is out of range; use {low} "
+                                         f"to {high}")
+            elif isinstance(value, float):
+                if not math.isfinite(value):
+                    raise ModelArgsError(f"{name}: {key} must be a finite number, not "
+                                         f"{value}")
+            elif isinstance(value, (list, tuple)):
+                if len(value) > MAX_LIST_ARG_LENGTH:
+                    raise ModelArgsError(f"{name}: {key} has {len(value)} entries; at most "
+                                         f"{MAX_LIST_ARG_LENGTH} are allowed")
+                for item in value:
+                    if isinstance(item, (list, tuple)):
+                        raise ModelArgsError(f"{name}: {key} must be a flat list, not "
+                                             f"{value!r}")
+                    check(key, item)
+
+        for key, value in args.items():
+            check(key, value)
+
+    @classmethod
+    def dry_run(cls, **kwargs: Any) -> None:
+        """Build the model on the meta device, allocating no memory: raises the ConfigError
+        any check would (:meth:`check_args`, the constructor's own, e.g. an image size the
+        family cannot take) and refuses a configuration over :data:`MAX_MODEL_ELEMENTS`.
+        Training runs it before the data is loaded. (The first build on the meta device in
+        a process imports part of torch, about 1.5 s.)"""
+        with torch.device("meta"):
+            cls(**kwargs)
 
     # -- helpers ------------------------------------------------------------------------
     @classmethod

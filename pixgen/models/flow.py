@@ -13,6 +13,7 @@ from torch import nn
 from pixgen.errors import ConfigError
 from pixgen.likelihood import bits_per_dim, continuous_nll_to_discrete, dequantize, quantize
 from pixgen.models.base import Batch, LikelihoodModel, randint, randn
+from pixgen.utils import distributed
 from pixgen.models.latent import LatentInpainting
 from pixgen.registry import MODELS
 
@@ -40,6 +41,18 @@ def unsqueeze2x2(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, c // 4, 2 * h, 2 * w)
 
 
+def _global_channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) standard deviation over every rank's batch."""
+    xd = x.detach().double()
+    n = torch.tensor(float(xd.numel() // xd.shape[1]), dtype=torch.float64, device=x.device)
+    s1, s2 = xd.sum(dim=(0, 2, 3), keepdim=True), xd.pow(2).sum(dim=(0, 2, 3), keepdim=True)
+    distributed.all_reduce_sum_(s1, s2, n)
+    mean = s1 / n
+    var = (s2 - n * mean**2) / (n - 1).clamp(min=1)
+    std = var.clamp(min=0).sqrt() if float(n) > 1 else torch.ones_like(mean)
+    return mean.to(x.dtype), std.to(x.dtype)
+
+
 class ActNorm(nn.Module):
     """Per-channel affine y = (x + loc) * exp(log_scale), initialised from the first training
     batch so that y has zero mean and unit variance per channel (Glow, sec. 3.1)."""
@@ -53,9 +66,12 @@ class ActNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not bool(self.initialized):
             with torch.no_grad():
-                mean = x.mean(dim=(0, 2, 3), keepdim=True)
-                std = x.std(dim=(0, 2, 3), keepdim=True) if x.numel() > x.shape[1] else \
-                    torch.ones_like(mean)
+                if distributed.active():  # statistics of the global batch
+                    mean, std = _global_channel_stats(x)
+                else:
+                    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+                    std = x.std(dim=(0, 2, 3), keepdim=True) if x.numel() > x.shape[1] \
+                        else torch.ones_like(mean)
                 self.loc.copy_(-mean)
                 self.log_scale.copy_(-torch.log(std + 1e-6))
                 self.initialized.fill_(True)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixgen.utils import distributed
+
 
 class VectorQuantizer(nn.Module):
     """Nearest-code quantisation of (N, D, H, W) feature maps.
@@ -74,11 +76,14 @@ class VectorQuantizer(nn.Module):
             self.ema_count.fill_(self._fresh_count)
             self.ema_sum.copy_(flat[pick] * self._fresh_count)
             self.initialized.fill_(True)
+            distributed.broadcast_(self.codebook, self.ema_count, self.ema_sum)  # rank 0's
         dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
                 + self.codebook.pow(2).sum(1)[None])
         onehot = F.one_hot(dist.argmin(1), self.num_codes).float()
-        self.ema_count.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        counts, sums = onehot.sum(0), onehot.t() @ flat
+        distributed.all_reduce_sum_(counts, sums)  # the global batch's statistics
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
@@ -90,6 +95,7 @@ class VectorQuantizer(nn.Module):
                 self.codebook[dead] = flat[pick]
                 self.ema_count[dead] = self._fresh_count
                 self.ema_sum[dead] = flat[pick] * self._fresh_count
+                distributed.broadcast_(self.codebook, self.ema_count, self.ema_sum)
 
     @property
     def _fresh_count(self) -> float:

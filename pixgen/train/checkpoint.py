@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import platform
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -105,8 +106,25 @@ def save_weights(run_dir: str | Path, *, model_name: str, model_config: dict[str
     atomic_write_text(run_dir / MODEL_CONFIG, json.dumps(meta, indent=2) + "\n")
 
 
+def previous_state_path(path: str | Path) -> Path:
+    """Where :func:`save_state` keeps the state it replaces: state.pt -> state.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Save the resumable training state with ``torch.save``, atomically."""
+    """Save the resumable training state with ``torch.save``, atomically, keeping the state
+    it replaces as ``state.prev.pt`` (a fallback should the newest file be damaged later)."""
+    path = Path(path)
+    if path.exists():
+        prev = previous_state_path(path)
+        tmp = prev.with_name(f".{prev.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)  # a second name for the current file: no copy
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, prev)
     atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -135,6 +153,33 @@ def load_state(path: str | Path) -> dict[str, Any]:
                               f"corrupt or truncated") from None
 
 
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, refusing a corrupt one before reading any tensor.
+
+    The header (an 8-byte little-endian length, then that much JSON) is checked against the
+    file's size first, so a tampered length (e.g. 2^40) is an error, not an allocation.
+    """
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{weights} is not a readable safetensors file ({why}); the "
+                               f"checkpoint is corrupt or truncated")
+
+    try:
+        size = weights.stat().st_size
+        with open(weights, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise corrupt(e.strerror or str(e)) from None
+    if len(head) < 8:
+        raise corrupt(f"it is only {size} bytes long")
+    header_len = int.from_bytes(head, "little")
+    if header_len > size - 8:
+        raise corrupt(f"its header claims {header_len:,} bytes but the file has {size:,}")
+    try:
+        return load_file(weights)
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        raise corrupt(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
 def find_weights(path: str | Path) -> Path:
     """Locate ``model.safetensors`` from a run directory or the file itself."""
     path = Path(path).expanduser()
@@ -161,11 +206,51 @@ def read_model_config(weights: Path) -> dict[str, Any]:
                               f"{weights.name} belongs to") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{cfg_path} is not a pixgen config: it nests too deeply") \
+            from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {cfg_path} ({e.strerror or e})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), str) \
             or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{cfg_path} does not describe a pixgen model "
                               f"(needs 'model' and 'config' entries)")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_path} has format_version {version!r}; this pixgen reads "
+                              f"version {FORMAT_VERSION} and older: upgrade pixgen")
+    for key in ("data", "training"):
+        if not isinstance(meta.setdefault(key, {}), dict):
+            raise CheckpointError(f"{cfg_path}: {key!r} must be a mapping, not "
+                                  f"{type(meta[key]).__name__}")
+    meta["data"] = _checked_data_info(meta["data"], cfg_path)
+    for key, value in meta["training"].items():
+        if key in ("steps", "batch_size", "seed", "seconds", "fid", "ema_halflife_kimg") \
+                and value is not None and (isinstance(value, bool)
+                                           or not isinstance(value, (int, float))):
+            raise CheckpointError(f"{cfg_path}: training.{key} must be a number, not "
+                                  f"{value!r}")
     return meta
+
+
+def _checked_data_info(data: dict[str, Any], cfg_path: Path) -> dict[str, Any]:
+    """The ``data`` entry with the fields of DataInfo, type-checked; others are dropped."""
+    kinds = {"spec": str, "image_size": int, "channels": int, "num_classes": int,
+             "class_names": list, "domains": list}
+    out = {}
+    for key, kind in kinds.items():
+        if key not in data:
+            continue
+        value = data[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if ok and kind is list:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise CheckpointError(f"{cfg_path}: data.{key} must be "
+                                  f"{'a list of strings' if kind is list else kind.__name__}, "
+                                  f"not {value!r}")
+        out[key] = value
+    return out
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Any:
@@ -180,36 +265,40 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Any:
         (the contents of config.json) attached.
     """
     from pixgen.config import validate_model_args
+    from pixgen.models.base import allocation_limit
     from pixgen.registry import MODELS
 
     weights = find_weights(path)
     meta = read_model_config(weights)
+    cfg_path = weights.parent / MODEL_CONFIG
     try:
         cls = MODELS.get(meta["model"])
     except ConfigError as e:
-        raise CheckpointError(f"{weights.parent / MODEL_CONFIG}: {e}") from None
+        raise CheckpointError(f"{cfg_path}: {e}") from None
+    tensors = _read_weights(weights)
+    # A model needs about as many elements as its weights file holds (plus buffers that are
+    # not saved, e.g. cyclegan's image pools): a tampered config.json asking for far more is
+    # refused before the allocation that would cross the limit.
+    stored = sum(t.numel() for t in tensors.values())
     try:
-        model = cls(**validate_model_args(cls, meta["config"]))
+        with allocation_limit(4 * stored + (1 << 28)):
+            model = cls(**validate_model_args(cls, meta["config"]))
     except PixgenError as e:
-        raise CheckpointError(f"{weights.parent / MODEL_CONFIG}: invalid model config: {e}") \
-            from None
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights.parent / MODEL_CONFIG}: cannot build "
-                              f"{meta['model']!r} from its config: {e}") from None
-    try:
-        tensors = load_file(weights)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({e}); "
-                              f"the checkpoint is corrupt or truncated") from None
+        raise CheckpointError(f"{cfg_path}: invalid model config: {e}") from None
+    except Exception as e:  # the config comes from a file: any failure is the file's
+        raise CheckpointError(f"{cfg_path}: cannot build {meta['model']!r} from its config: "
+                              f"{type(e).__name__}: {e}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
+    kinds = [k for k in expected if k in tensors and k not in wrong
+             and tensors[k].dtype.is_floating_point != expected[k].dtype.is_floating_point]
+    if missing or unexpected or wrong or kinds:
         detail = "; ".join(
             f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
             for what, keys in (("missing", missing), ("unexpected", unexpected),
-                               ("wrong shape", wrong)) if keys)
+                               ("wrong shape", wrong), ("wrong dtype", kinds)) if keys)
         raise CheckpointError(f"{weights} does not match a {meta['model']!r} model with the "
                               f"config in {MODEL_CONFIG} ({detail}); the files belong to "
                               f"different models")

@@ -17,22 +17,28 @@ class MetricTracker:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.host: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
-    def add(self, logs: dict[str, torch.Tensor]) -> None:
+    def add(self, logs: dict[str, torch.Tensor | float]) -> None:
+        """Add one step's values: tensors stay on their device, floats on the host."""
         for k, v in logs.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            if isinstance(v, torch.Tensor):
+                v = v.detach().float()
+                self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            else:
+                self.host[k] = self.host.get(k, 0.0) + float(v)
             self.counts[k] = self.counts.get(k, 0) + 1
 
     def pop(self) -> dict[str, float]:
         """Means since the last pop, read back to the host (one synchronisation)."""
-        if not self.sums:
-            return {}
         keys = list(self.sums)
-        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist()
-        self.sums, self.counts = {}, {}
-        return dict(zip(keys, values))
+        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist() \
+            if keys else []
+        out = dict(zip(keys, values))
+        out.update({k: v / self.counts[k] for k, v in self.host.items()})
+        self.sums, self.host, self.counts = {}, {}, {}
+        return out
 
 
 class RunLogger:
@@ -89,3 +95,19 @@ class RunLogger:
         self.flush()
         if self.tb is not None:
             self.tb.close()
+
+
+class NullLogger:
+    """The logger of ranks other than 0 in a multi-process run: it writes nothing."""
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def image(self, tag: str, grid_hwc: Any, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -31,7 +31,8 @@ from pixgen.registry import MODELS
 from pixgen.sampling import generate as pixgen_generate
 from pixgen.train import checkpoint as ckpt
 from pixgen.train.diagnostics import StabilityMonitor
-from pixgen.train.logger import MetricTracker, RunLogger
+from pixgen.train.logger import MetricTracker, NullLogger, RunLogger
+from pixgen.utils import distributed
 from pixgen.utils.images import make_grid, save_image
 
 CONFIG_YAML = "config.yaml"
@@ -89,37 +90,67 @@ class EMA:
 
 
 class NonFiniteGuard:
-    """Skips an optimiser step whose loss or gradient norm is not finite; stops training
-    after ``max_in_a_row`` consecutive steps with a skip."""
+    """Skips an optimiser step whose loss or gradient norm is not finite; stops training once
+    ``max_in_a_row`` consecutive steps had a skip.
+
+    The decision stays on the device: a fused optimiser takes it as its ``found_inf`` flag
+    and leaves parameters and moments untouched, so the hot loop never waits for the GPU.
+    The counts are read back only by :meth:`verify` (at log steps and checkpoints).
+    """
 
     def __init__(self, max_in_a_row: int) -> None:
         self.max_in_a_row = max_in_a_row
-        self.in_a_row = 0
-        self.skipped = 0
-        self._step_had_skip = False
+        self._bad_step: torch.Tensor | None = None  # this step had a skip
+        self._in_a_row: torch.Tensor | None = None
+        self._worst: torch.Tensor | None = None  # longest run of skipped steps so far
+        self._skipped: torch.Tensor | None = None
+        self._reported = 0
 
-    def check(self, step: int, group: str, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-            return True
-        if not self._step_had_skip and self.in_a_row == 0:
-            progress_write(f"pixgen: warning: step {step}: non-finite loss or gradient in group "
-                       f"{group!r}; skipping the update")
-        self._step_had_skip = True
-        return False
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+             grad_norm: torch.Tensor) -> None:
+        """``optimizer.step()``, unless the loss or the gradient norm is not finite."""
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        if optimizer.defaults.get("fused"):
+            optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+            optimizer.step()
+        elif not bool(bad):  # an optimiser without found_inf: decide on the host
+            optimizer.step()
+        self._bad_step = bad if self._bad_step is None else self._bad_step | bad
 
     def end_step(self, step: int) -> None:
-        if self._step_had_skip:
-            self.in_a_row += 1
-            self.skipped += 1
-            self._step_had_skip = False
-            if self.in_a_row >= self.max_in_a_row:
-                raise TrainingDiverged(
-                    f"training diverged: non-finite losses or gradients for {self.in_a_row} "
-                    f"steps in a row (up to step {step}); lower the learning rate "
-                    f"(--set train.lr=...) or clip gradients (--set train.grad_clip=1.0). "
-                    f"The last checkpoint was not touched.")
-        else:
-            self.in_a_row = 0
+        if self._bad_step is None:
+            return
+        bad = self._bad_step.long()
+        self._bad_step = None
+        if self._in_a_row is None:
+            self._in_a_row, self._worst, self._skipped = bad, bad.clone(), bad.clone()
+            return
+        self._in_a_row = (self._in_a_row + 1) * bad
+        self._worst = torch.maximum(self._worst, self._in_a_row)
+        self._skipped = self._skipped + bad
+
+    @property
+    def skipped(self) -> int:
+        """Steps skipped so far (reads back from the device)."""
+        return 0 if self._skipped is None else int(self._skipped)
+
+    def verify(self, step: int) -> None:
+        """Warn about newly skipped steps; raise :class:`TrainingDiverged` after too many
+        in a row."""
+        if self._skipped is None:
+            return
+        skipped, worst = (int(v) for v in torch.stack([self._skipped, self._worst]).tolist())
+        if skipped > self._reported:
+            progress_write(f"pixgen: warning: {skipped - self._reported} step(s) up to step "
+                           f"{step} had a non-finite loss or gradient; their updates were "
+                           f"skipped")
+            self._reported = skipped
+        if worst >= self.max_in_a_row:
+            raise TrainingDiverged(
+                f"training diverged: non-finite losses or gradients for {worst} steps in a "
+                f"row (up to step {step}); lower the learning rate (--set train.lr=...) or "
+                f"clip gradients (--set train.grad_clip=1.0). The last checkpoint was not "
+                f"touched.")
 
 
 class GracefulStop:
@@ -169,7 +200,9 @@ def build_optimizers(model: PixgenModel, cfg: RunConfig, device: torch.device
             settings["betas"] = tuple(cfg.train.betas)
         optimizers[name] = torch.optim.AdamW(
             params, lr=settings["lr"], betas=tuple(settings["betas"]),
-            weight_decay=cfg.train.weight_decay, fused=device.type == "cuda" or None)
+            weight_decay=cfg.train.weight_decay,
+            # one fused kernel per group; it also takes the non-finite guard's skip flag
+            fused=device.type in ("cuda", "cpu") or None)
     return optimizers, groups
 
 
@@ -216,15 +249,24 @@ def train_step(model: PixgenModel, batch: Batch, step: int, *,
             for k, v in extra.items():
                 extras[k] = v.detach() if k not in extras else extras[k] + v.detach()
         assert total is not None
+        if distributed.active():  # every rank now holds the global batch's gradients
+            total = total.clone()
+            extras = {k: v.float().clone() for k, v in extras.items()}
+            distributed.average_gradients(groups[group], [total, *extras.values()])
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in groups[group] if p.grad is not None],
             grad_clip if grad_clip is not None else float("inf"))
-        if guard.check(step, group, total, grad_norm):
-            optimizers[group].step()
+        guard.step(optimizers[group], total, grad_norm)
         logs[f"{group}/loss"] = total / accum
         logs[f"{group}/grad_norm"] = grad_norm
         for k, v in extras.items():
             logs[f"{group}/{k}"] = v / accum
+
+
+def _determinism() -> dict[str, bool]:
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -263,17 +305,26 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.run_dir = Path(cfg.out).expanduser()
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.device_for_rank(resolve_device(cfg.device))
+        # under torchrun: this process's rank; rank 0 logs, samples and writes checkpoints
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
         t = cfg.train
 
         model_cls = MODELS.get(cfg.model)
         model_args = validate_model_args(model_cls, cfg.model_args)
         d = cfg.data
         data = load_dataset(d.spec, split="train", image_size=d.image_size, channels=d.channels,
-                            data_dir=d.data_dir, download=d.download, num_images=d.num_images)
+                            data_dir=d.data_dir, download=d.download, num_images=d.num_images,
+                            on_bad_image=d.on_bad_image)
         self.data_info = data.info
         self.batcher = DeviceBatcher(data.to(self.device), t.batch_size, seed=cfg.seed,
-                                     hflip=d.hflip)
+                                     hflip=d.hflip, rank=self.rank,
+                                     world_size=self.world_size)
+        if (t.batch_size // self.world_size) % t.grad_accum:
+            raise ConfigError(f"each of the {self.world_size} processes gets "
+                              f"{t.batch_size // self.world_size} images per step, which "
+                              f"train.grad_accum={t.grad_accum} does not divide; change one")
         torch.manual_seed(cfg.seed)
         self.model: PixgenModel = model_cls(
             **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
@@ -283,6 +334,10 @@ class Trainer:
             any(p.ndim == 4 for p in self.model.parameters())
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.world_size > 1:
+            if self.device.type == "cuda":  # batch statistics of the global batch
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            distributed.broadcast_module(self.model)
         self.optimizers, self.groups = build_optimizers(self.model, cfg, self.device)
         self.base_lr = {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
         self.lr_schedule = t.lr_schedule or model_cls.default_lr_schedule
@@ -295,18 +350,28 @@ class Trainer:
         use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the newest complete checkpoint
         self.elapsed = 0.0
         self.best_fid = float("inf")
         self._eval_real: Any = None
         self.monitor: StabilityMonitor | None = None
         if resume:
-            ckpt.remove_stale_temporaries(self.run_dir)
+            if self.is_main:
+                ckpt.remove_stale_temporaries(self.run_dir)
             self._load_state()
         else:
             if t.init_from:
                 self._init_from(t.init_from)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_text(self.run_dir / CONFIG_YAML, cfg.to_yaml())
+            if self.rank > 0:  # rank 0 continues the run's seed; the others get their own
+                torch.manual_seed(distributed.seed_for_rank(cfg.seed, self.rank))
+            if self.is_main:
+                try:
+                    self.run_dir.mkdir(parents=True, exist_ok=True)
+                    ckpt.atomic_write_text(self.run_dir / CONFIG_YAML, cfg.to_yaml())
+                except OSError as e:
+                    raise CheckpointError(f"cannot write the run directory {self.run_dir}: "
+                                          f"{e.strerror or e}; choose another --out") \
+                        from None
 
     # -- checkpoints --------------------------------------------------------------------
     def _init_from(self, source: str) -> None:
@@ -321,8 +386,27 @@ class Trainer:
         if self.ema is not None:
             self.ema.model.load_state_dict(self.model.state_dict())
 
+    def _read_state(self) -> dict[str, Any]:
+        """state.pt, or, when it is damaged (truncated, corrupt), the state it replaced."""
+        path = self.run_dir / ckpt.STATE
+        prev = ckpt.previous_state_path(path)
+        try:
+            return ckpt.load_state(path)
+        except CheckpointError as e:
+            # a refused (possibly malicious) file stops the run; only damage falls back
+            if "refused" in str(e) or not prev.exists():
+                raise
+            try:
+                state = ckpt.load_state(prev)
+            except CheckpointError:
+                raise e from None
+            if self.is_main:
+                progress_write(f"pixgen: warning: {e}. Resuming from the previous checkpoint "
+                               f"{prev.name} (step {state.get('step')}) instead.")
+            return state
+
     def _load_state(self) -> None:
-        state = ckpt.load_state(self.run_dir / ckpt.STATE)
+        state = self._read_state()
         try:
             self.model.load_state_dict(state["model"])
             for name, opt in self.optimizers.items():
@@ -335,14 +419,54 @@ class Trainer:
             self.step = int(state["step"])
             self.elapsed = float(state.get("elapsed", 0.0))
             self.best_fid = float(state.get("best_fid", float("inf")))
-            _set_rng_state(state["rng"])
+            self._restore_rng(state)
+            self.saved_step = self.step
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{self.run_dir / ckpt.STATE} does not match this run's "
                                   f"model and settings ({type(e).__name__}: {e})") from None
+        self._warn_if_environment_changed(state)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Each rank continues its own random stream; after a change of world size, ranks
+        the checkpoint has no stream for start a fresh one (rank 0 always continues)."""
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if self.rank < len(ranks) and len(ranks) == self.world_size:
+            _set_rng_state(ranks[self.rank])
+        elif self.rank == 0:
+            _set_rng_state(state["rng"])
+        else:
+            torch.manual_seed(distributed.seed_for_rank(self.cfg.seed, self.rank, self.step))
+
+    def _warn_if_environment_changed(self, state: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world_size:
+            progress_write(f"pixgen: resuming a {saved_world}-process run with "
+                           f"{self.world_size} process(es): the global batch and the data "
+                           f"order are unchanged; the random draws of the new ranks differ")
+        saved = state.get("versions", {}).get("torch")
+        if saved and saved != str(torch.__version__):
+            progress_write(f"pixgen: warning: this run was trained with torch {saved} and "
+                           f"resumes with torch {torch.__version__}: it continues, but not "
+                           f"bitwise as it would have with the same version")
+        flags = state.get("determinism")
+        if flags and flags != _determinism():
+            changed = ", ".join(f"{k} {flags[k]} -> {v}" for k, v in _determinism().items()
+                                if flags.get(k) != v)
+            progress_write(f"pixgen: warning: determinism settings changed since the "
+                           f"checkpoint ({changed}); the resumed run will not be bitwise "
+                           f"equal to an uninterrupted one")
 
     def save(self) -> None:
-        """Write model.safetensors + config.json, then state.pt (each atomically)."""
+        """Write model.safetensors + config.json, then state.pt (each atomically).
+
+        Every rank calls it (it gathers their random states); only rank 0 writes."""
         live = self.model
+        rngs = distributed.all_gather_objects(_rng_state())
+        distributed.check_in_sync(live, "model")
+        if not self.is_main:
+            return
         for module, what in ((live, "model"), (self.ema.model if self.ema else None, "EMA")):
             if module is not None and not _all_finite(module):
                 raise TrainingDiverged(f"the {what} weights are no longer finite at step "
@@ -362,11 +486,15 @@ class Trainer:
             "model_training_state": live.training_state(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "ema": self.ema.model.state_dict() if self.ema else None,
-            "rng": _rng_state(),
+            "rng": rngs[0],
+            **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+            "world_size": self.world_size,
             "best_fid": self.best_fid,
             "config": self.cfg.to_dict(),
             "versions": {"torch": str(torch.__version__)},
+            "determinism": _determinism(),
         })
+        self.saved_step = self.step
 
     # -- samples --------------------------------------------------------------------------
     def sample_grid(self, logger: RunLogger) -> Path:
@@ -424,7 +552,8 @@ class Trainer:
                                       progress=self.progress)
             d = self.cfg.data
             real = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
-                                channels=self.data_info.channels, data_dir=d.data_dir)
+                                channels=self.data_info.channels, data_dir=d.data_dir,
+                                on_bad_image=d.on_bad_image)
             self._eval_real = (extractor, featurize(extractor, real.images))
         extractor, real_set = self._eval_real
         model = self.ema.model if self.ema else self.model
@@ -463,7 +592,7 @@ class Trainer:
         d = self.cfg.data
         test = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
                             channels=self.data_info.channels, data_dir=d.data_dir,
-                            download=d.download)
+                            download=d.download, on_bad_image=d.on_bad_image)
         model = self.ema.model if self.ema else self.model
         acc = model.accuracy(to_float(test.images), test.labels)  # type: ignore[operator]
         logger.log(self.step, {"test/accuracy": acc})
@@ -475,20 +604,23 @@ class Trainer:
     def run(self) -> PixgenModel:
         """Train to ``cfg.train.steps`` and return the trained model (EMA weights if on)."""
         t = self.cfg.train
-        logger = RunLogger(self.run_dir, start_step=self.step if self.resume else 0,
-                           tensorboard=t.tensorboard)
+        main = self.is_main
+        logger: RunLogger | NullLogger = NullLogger()
         tracker = MetricTracker()
         guard = NonFiniteGuard(t.max_nonfinite)
         self.monitor = StabilityMonitor(self.model,
                                         to_float(self.batcher.data.images[:256]).cpu())
         self.model.train()
         bar = progress_bar(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not self.progress, desc=self.run_dir.name)
+                   disable=not (self.progress and main), desc=self.run_dir.name)
         last_time, last_step = time.perf_counter(), self.step
         session_start = time.perf_counter()
         limit_s = t.max_minutes * 60 if t.max_minutes is not None else float("inf")
         stopped = ""
         try:
+            if main:
+                logger = RunLogger(self.run_dir, start_step=self.step if self.resume else 0,
+                                   tensorboard=t.tensorboard)
             with GracefulStop() as stop:
                 while self.step < t.steps:
                     batch = self.batcher(self.step)
@@ -500,7 +632,7 @@ class Trainer:
                         for name, opt in self.optimizers.items():
                             for g in opt.param_groups:
                                 g["lr"] = self.base_lr[name] * factor
-                        tracker.add({"lr_factor": torch.tensor(factor, device=self.device)})
+                        tracker.add({"lr_factor": factor})
                     logs = train_step(self.model, batch, self.step, optimizers=self.optimizers,
                                       groups=self.groups, accum=t.grad_accum,
                                       autocast=self.autocast, grad_clip=t.grad_clip,
@@ -513,10 +645,16 @@ class Trainer:
                     tracker.add(logs)
                     bar.update(1)
                     done = self.step == t.steps
+                    log_now = self.step % t.log_every == 0 or done
                     if not stop.requested and time.perf_counter() - session_start > limit_s:
                         stop.requested = True
                         stopped = f"reached the time limit of {t.max_minutes:g} minutes"
-                    if self.step % t.log_every == 0 or done or stop.requested:
+                    # several processes stop together, at a log step: agreeing there keeps
+                    # the hot loop free of a per-step synchronisation
+                    stopping = stop.requested if self.world_size == 1 else \
+                        log_now and distributed.any_rank(stop.requested)
+                    if log_now or stopping:
+                        guard.verify(self.step)
                         now = time.perf_counter()
                         self.elapsed += now - last_time
                         rate = (self.step - last_step) * t.batch_size / max(now - last_time, 1e-9)
@@ -524,30 +662,43 @@ class Trainer:
                         values.update({"images_per_s": rate, "seconds": self.elapsed,
                                        "skipped_steps": guard.skipped})
                         logger.log(self.step, values)
-                        self.monitor.on_log(self.step, values, logger)
+                        if main:
+                            self.monitor.on_log(self.step, values, logger)
                         bar.set_postfix({k.replace("/loss", ""): f"{v:.3g}" for k, v in
                                          values.items() if k.endswith("/loss")} |
                                         {"img/s": f"{rate:.0f}"}, refresh=False)
                         last_time, last_step = now, self.step
-                    if t.sample_every and (self.step % t.sample_every == 0 or done) \
+                    if main and t.sample_every and (self.step % t.sample_every == 0 or done) \
                             and any(self.model.can(c) for c in ("sample", "translate",
                                                                  "decode", "superres")):
                         self.sample_grid(logger)
-                    if t.eval_every and (self.step % t.eval_every == 0 or done) \
+                    if main and t.eval_every and (self.step % t.eval_every == 0 or done) \
                             and self.model.can("sample"):
                         self.evaluate(logger)
                     logger.flush()  # this step's metrics line, before its checkpoint
-                    if done or stop.requested or (t.ckpt_every and self.step % t.ckpt_every == 0):
+                    if done or stopping or (t.ckpt_every and self.step % t.ckpt_every == 0):
+                        guard.verify(self.step)
                         self.save()
-                    if stop.requested and not done:
+                    if stopping and not done:
                         stopped = stopped or "interrupted"
                         break
-            if not stopped and self.model.can("classify"):
+            if main and not stopped and self.model.can("classify"):
                 self._report_test_accuracy(logger)
+        except OSError as e:  # an unwritable run directory, a full disk
+            where = f" ({e.filename})" if e.filename else ""
+            kept = (f"the checkpoint of step {self.saved_step} in it is intact"
+                    if self.saved_step is not None else "no checkpoint had been written yet")
+            raise CheckpointError(
+                f"cannot write to the run directory {self.run_dir}: "
+                f"{e.strerror or e}{where}. Nothing already saved was lost: {kept}. Free "
+                f"some space or fix the folder's permissions, then resume with: pixgen "
+                f"train {self.cfg.model} --out {self.run_dir} --resume") from None
         finally:
             bar.close()
-            logger.close()
-        if stopped:
+            with contextlib.suppress(OSError):  # the error above says why
+                logger.close()
+        distributed.barrier()  # rank 0 has written the checkpoint the others load
+        if stopped and main:
             print(f"pixgen: {stopped}: stopped at step {self.step} of {t.steps}; checkpoint "
                   f"saved in {self.run_dir}. Resume with: pixgen train {self.cfg.model} --out "
                   f"{self.run_dir} --resume")

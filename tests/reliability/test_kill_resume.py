@@ -1,6 +1,8 @@
 """Killed or stopped training loses nothing and resumes to bitwise identical weights."""
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -47,19 +49,37 @@ def reference(tmp_path_factory):
     return (out / "model.safetensors").read_bytes()
 
 
-def test_sigkill_then_resume_is_bitwise_identical(reference, tmp_path):
+def logged_step(run):
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1])["step"] if lines else 0
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_three_sigkills_at_random_steps_then_resume_is_bitwise_identical(reference, tmp_path):
+    """SIGKILL lands wherever the process is (mid-step, mid-checkpoint-write); after each,
+    --resume continues from the last complete checkpoint, and the end is bitwise the same."""
     run = tmp_path / "run"
-    common = [*ARGS, "--out", str(run), "--set", "train.ckpt_every=5"]
-    proc = pixgen(*common, "--steps", str(STEPS))
-    wait_for_checkpoint(proc, run, 10)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 10 <= saved_step(run) < STEPS
-    proc = pixgen("train", "dcgan", "--out", str(run), "--resume", "--no-progress")
+    kill_at = sorted(random.Random(1234).sample(range(6, STEPS - 5), 3))
+    common = ["--out", str(run), "--set", "train.ckpt_every=3", "--set", "train.log_every=1"]
+    proc = pixgen(*ARGS, *common, "--steps", str(STEPS))
+    for k in kill_at:
+        t0 = time.time()
+        while logged_step(run) < k:  # the first step at or past k: then kill at once
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() - t0 < 120, f"step {k} never came"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert saved_step(run) < STEPS
+        proc = pixgen("train", "dcgan", *common, "--resume", "--no-progress")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert (run / "model.safetensors").read_bytes() == reference
     assert not list(run.glob(".*.tmp")), "temporary files were left behind"
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, STEPS + 1)), "the metrics log repeats or misses steps"
 
 
 def test_sigterm_saves_exits_0_and_says_how_to_resume(reference, tmp_path):

@@ -1,0 +1,375 @@
+"""Speed measurements shared by the family scripts of benchmarks/speed/.
+
+For one model configuration (a :class:`Setup`), each measurement runs in a fresh child
+process (so its peak memory is its own, and no allocator or thread state leaks between
+them):
+
+- **classic**: the loop of the well-known tutorials over the *same network*. The training
+  images are written as PNG files. A ``torch.utils.data.DataLoader`` decodes each one with
+  PIL into a normalised float tensor and makes shuffled batches. Each parameter group the
+  model yields gets ``zero_grad`` / ``backward`` / ``step`` with a plain ``torch.optim.AdamW``
+  (for-each implementation), fp32, contiguous NCHW, and every loss is read back with
+  ``.item()``. It runs with 0 and 2 loader workers; the faster one is the baseline.
+- **pixgen**: ``pixgen.train`` itself, the real trainer. On the device it keeps the data as
+  one uint8 tensor and forms batches by index gathers. It uses channels-last, fused AdamW,
+  bf16 autocast on CUDA, and reads losses back only at log steps. Its rate comes from the
+  training seconds the trainer records in metrics.jsonl, after the warm-up steps.
+- **sampling**: ``pixgen.generate`` on the trained model, after one warm-up call.
+
+Three figures go with them:
+
+- **peak memory**: the CUDA allocator's peak on a GPU, the child process's peak resident
+  set size on a CPU.
+- **FLOP/step**: one training step (every group's forward and backward) counted by
+  ``torch.utils.flop_counter.FlopCounterMode``.
+- **FLOP utilisation**: FLOP/step x steps/s over the GEMM peak measured in the same run.
+  The peak is the best of several large square matmuls, fp32 on a CPU and bf16 on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from _report import machine, publish  # noqa: E402
+
+
+@dataclass
+class Setup:
+    """One benchmarked configuration: a registered model trained on built-in data."""
+
+    model: str
+    data: str
+    image_size: int
+    channels: int
+    batch_size: int
+    args: dict[str, Any] = field(default_factory=dict)
+    sample_n: int = 64
+    sample_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} ({self.data} {self.image_size}px x{self.channels}, batch " \
+               f"{self.batch_size})"
+
+
+# -- the measurements (each runs in a child process) ------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(device: torch.device) -> float:
+    """MiB: the CUDA allocator's peak, or this process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024
+
+
+def _build(setup: Setup, device: torch.device) -> Any:
+    from pixgen.data import load_dataset
+    from pixgen.registry import MODELS
+
+    data = load_dataset(setup.data, split="train", image_size=setup.image_size,
+                        channels=setup.channels)
+    cls = MODELS.get(setup.model)
+    torch.manual_seed(0)
+    model = cls(**{**cls.config_from_data(data.info), **setup.args}).to(device)
+    return model, data
+
+
+class _PNGs(torch.utils.data.Dataset):
+    """Decodes one PNG per item with PIL, as an ImageFolder with ToTensor and Normalize."""
+
+    def __init__(self, paths: list[Path], labels: list[int] | None, channels: int) -> None:
+        self.paths, self.labels = paths, labels
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            arr = np.asarray(img.convert(self.mode), dtype=np.float32) / 255.0
+        x = torch.from_numpy(arr)
+        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+        return (x - 0.5) / 0.5, self.labels[i] if self.labels is not None else -1
+
+
+def _write_pngs(data: Any, folder: Path) -> tuple[list[Path], list[int] | None]:
+    from PIL import Image
+
+    paths = []
+    for i, img in enumerate(data.images):
+        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+        paths.append(folder / f"{i:06d}.png")
+        Image.fromarray(arr).save(paths[-1])
+    labels = data.labels.tolist() if data.labels is not None else None
+    return paths, labels
+
+
+def classic_training(setup: Setup, device: str, steps: int, warmup: int,
+                     workers: int) -> dict[str, float]:
+    """The tutorial loop over the model's own losses; images/s after warm-up."""
+    from pixgen.models.base import Batch
+
+    dev = torch.device(device)
+    model, data = _build(setup, dev)
+    if data.images_b is not None:
+        raise ValueError("the classic loop covers single-domain data")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, labels = _write_pngs(data, Path(tmp))
+        loader = torch.utils.data.DataLoader(
+            _PNGs(paths, labels if model.can("class_conditional") else None, setup.channels),
+            batch_size=setup.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+            persistent_workers=workers > 0)
+        groups = model.param_groups()
+        opts = {k: torch.optim.AdamW(v, lr=2e-4, weight_decay=0.0) for k, v in groups.items()}
+        model.train()
+        done, t0, step = 0, 0.0, 0
+        while done < warmup + steps:
+            for x, y in loader:
+                if done == warmup:
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                x = x.to(dev)
+                y = y.to(dev) if labels is not None and model.can("class_conditional") \
+                    else None
+                for name, loss, _ in model.training_losses(Batch(x, y), step):
+                    opts[name].zero_grad()
+                    loss.backward()
+                    opts[name].step()
+                    _ = loss.item()
+                done += 1
+                step += 1
+                if done == warmup + steps:
+                    break
+        _sync(dev)
+        rate = steps * setup.batch_size / (time.perf_counter() - t0)
+    return {"rate": rate, "memory_mib": _peak_memory(dev)}
+
+
+def pixgen_training(setup: Setup, device: str, steps: int, warmup: int,
+                    compile: bool = False) -> dict[str, float]:
+    """``pixgen.train``; images/s after warm-up, then sampling images/s of the model."""
+    import pixgen
+
+    dev = torch.device(device)
+    every = warmup if warmup and steps % warmup == 0 else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        model = pixgen.train(setup.model, data=setup.data, steps=warmup + steps,
+                             batch_size=setup.batch_size, image_size=setup.image_size,
+                             out=out, device=device, progress=False,
+                             overrides={"train.log_every": every, "train.sample_every": 0,
+                                        "train.ckpt_every": 0, "train.tensorboard": False,
+                                        "data.channels": setup.channels,
+                                        "train.compile": compile},
+                             **setup.args)
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    seconds = {x["step"]: x["seconds"] for x in lines}
+    rate = steps * setup.batch_size / (seconds[warmup + steps] - seconds.get(warmup, 0.0))
+    train_memory = _peak_memory(dev)
+    sample_rate = None
+    if model.can("sample"):
+        labels = None
+        if model.can("class_conditional"):
+            labels = [i % model.config["num_classes"] for i in range(setup.sample_n)]
+        pixgen.generate(model, min(8, setup.sample_n), labels=labels and labels[:8],
+                        **setup.sample_kwargs)  # warm-up
+        _sync(dev)
+        t0 = time.perf_counter()
+        pixgen.generate(model, setup.sample_n, labels=labels, batch_size=setup.sample_n,
+                        **setup.sample_kwargs)
+        _sync(dev)
+        sample_rate = setup.sample_n / (time.perf_counter() - t0)
+    return {"rate": rate, "memory_mib": train_memory, "sample_rate": sample_rate}
+
+
+def step_flops(setup: Setup, device: str) -> float:
+    """FLOPs of one training step: every group's forward and backward, one batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pixgen.data.transforms import to_float
+    from pixgen.models.base import Batch
+
+    dev = torch.device(device)
+    model, data = _build(setup, dev)
+    model.train()
+    n = setup.batch_size
+    x = to_float(data.images[:n]).to(dev)
+    y = data.labels[:n].to(dev) if data.labels is not None else None
+    xb = to_float(data.images_b[:n]).to(dev) if data.images_b is not None else None
+    batch = Batch(x, y, xb)
+    for _ in model.training_losses(batch, 0):  # a first step: data-dependent initialisation
+        pass
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _, loss, _ in model.training_losses(batch, 1):
+            loss.backward()
+    return float(counter.get_total_flops())
+
+
+def gemm_peak(device: str, seconds: float = 2.0) -> dict[str, Any]:
+    """Best FLOP/s of large square matmuls: fp32 on CPU, bf16 on CUDA."""
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    n = 8192 if dev.type == "cuda" else 2048
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(4 if dev.type == "cuda" else 1):
+            a @ b
+        _sync(dev)
+        best = min(best, (time.perf_counter() - t0) / (4 if dev.type == "cuda" else 1))
+    return {"flops": 2 * n**3 / best, "dtype": str(dtype).replace("torch.", ""), "n": n}
+
+
+def _child(fn_name: str, kwargs: dict[str, Any], threads: int | None, queue: Any) -> None:
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        setup = kwargs.pop("setup", None)
+        if setup is not None:
+            kwargs["setup"] = Setup(**setup)
+        queue.put(("ok", globals()[fn_name](**kwargs)))
+    except BaseException as e:  # reported by the parent
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def isolated(fn_name: str, threads: int | None = None, **kwargs: Any) -> Any:
+    """Run one measurement of this module in a fresh process and return its result."""
+    if "setup" in kwargs:
+        kwargs["setup"] = asdict(kwargs["setup"])
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    proc = ctx.Process(target=_child, args=(fn_name, kwargs, threads, queue))
+    proc.start()
+    proc.join()
+    if queue.empty():
+        raise RuntimeError(f"{fn_name} died (exit code {proc.exitcode})")
+    status, value = queue.get()
+    if status != "ok":
+        raise RuntimeError(f"{fn_name}: {value}")
+    return value
+
+
+# -- one family --------------------------------------------------------------------------
+
+def measure(setup: Setup, *, device: str, steps: int, warmup: int, workers: list[int],
+            peak: float, threads: int | None, compile: bool = False) -> dict[str, Any]:
+    """Every figure for one setup."""
+    classic = {}
+    for w in workers:
+        classic[w] = isolated("classic_training", threads, setup=setup, device=device,
+                              steps=steps, warmup=warmup, workers=w)
+        print(f"  classic loop, {w} workers: {classic[w]['rate']:.1f} img/s", flush=True)
+    best = max(classic, key=lambda w: classic[w]["rate"])
+    ours = isolated("pixgen_training", threads, setup=setup, device=device, steps=steps,
+                    warmup=warmup, compile=compile)
+    flops = isolated("step_flops", threads, setup=setup, device=device)
+    achieved = flops * ours["rate"] / setup.batch_size
+    row = {"setup": asdict(setup), "label": setup.label, "classic": classic,
+           "best_workers": best, "pixgen": ours, "flops_per_step": flops,
+           "achieved_flops": achieved, "utilisation": achieved / peak,
+           "speedup": ours["rate"] / classic[best]["rate"]}
+    sample = f", sampling {ours['sample_rate']:.1f} img/s" if ours["sample_rate"] else ""
+    print(f"  pixgen: {ours['rate']:.1f} img/s = {row['speedup']:.2f}x the classic loop; "
+          f"{flops / 1e9:.2f} GFLOP/step, {100 * row['utilisation']:.1f}% of the GEMM "
+          f"peak{sample}", flush=True)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | data | batch | classic loop | pixgen | pixgen / classic | sampling | "
+             "peak memory (classic / pixgen) | GFLOP/step | FLOP utilisation |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["setup"]
+        best = r["classic"][r["best_workers"]]
+        sample = f"{r['pixgen']['sample_rate']:.1f} img/s" if r["pixgen"]["sample_rate"] \
+            else "-"
+        lines.append(
+            f"| {s['model']} | {s['data']} {s['image_size']}px x{s['channels']} | "
+            f"{s['batch_size']} | {best['rate']:.0f} img/s ({r['best_workers']} workers) | "
+            f"{r['pixgen']['rate']:.0f} img/s | **{r['speedup']:.2f}x** | {sample} | "
+            f"{best['memory_mib']:.0f} / {r['pixgen']['memory_mib']:.0f} MiB | "
+            f"{r['flops_per_step'] / 1e9:.2f} | {100 * r['utilisation']:.1f}% |")
+    return "\n".join(lines)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=40, help="timed training steps")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    ap.add_argument("--workers", default="0,2", help="loader workers tried for the baseline")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    ap.add_argument("--models", default=None, help="comma-separated subset of the setups")
+    ap.add_argument("--compile", action="store_true", help="pixgen with torch.compile")
+    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    ap.add_argument("--write", default=None, help="update this BENCHMARKS.md section")
+    return ap
+
+
+def run_family(family: str, setups: list[Setup], args: argparse.Namespace,
+               peak: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Measure a family's setups; returns their rows."""
+    if args.steps % args.warmup if args.warmup else False:
+        raise SystemExit("--steps must be a multiple of --warmup (both are whole logging "
+                         "intervals of the trainer)")
+    if peak is None:
+        peak = isolated("gemm_peak", args.threads, device=args.device)
+        print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']}, "
+              f"{peak['n']}x{peak['n']})", flush=True)
+    chosen = [s for s in setups if not args.models or s.model in args.models.split(",")]
+    rows = []
+    for setup in chosen:
+        print(f"{family}: {setup.label}", flush=True)
+        rows.append(measure(setup, device=args.device, steps=args.steps, warmup=args.warmup,
+                            workers=[int(w) for w in args.workers.split(",")],
+                            peak=peak["flops"], threads=args.threads, compile=args.compile))
+    return rows
+
+
+def report(rows: list[dict[str, Any]], peak: dict[str, Any], args: argparse.Namespace,
+           command: str, title: str) -> str:
+    header = (f"Machine: {machine()}, device {args.device}. GEMM peak measured in the same "
+              f"run: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']} {peak['n']}x"
+              f"{peak['n']} matmul). {args.warmup} warm-up and {args.steps} timed training "
+              f"steps per loop; every measurement in its own process. Command: `{command}`.")
+    body = header + "\n\n" + table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"peak": peak, "rows": rows}, indent=2))
+    publish(body, title=title, write=args.write)
+    return body
+
+
+def family_main(family: str, setups: list[Setup], doc: str) -> None:
+    """The command line of one family script."""
+    args = parser(doc.split("\n")[0]).parse_args()
+    peak = isolated("gemm_peak", args.threads, device=args.device)
+    print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s", flush=True)
+    rows = run_family(family, setups, args, peak)
+    report(rows, peak, args, " ".join(["python", *sys.argv]),
+           f"Speed: {family} ({args.device})")

@@ -1,0 +1,41 @@
+"""Runs every family's speed benchmark (benchmarks/speed/*.py) with one GEMM-peak
+measurement, and writes one BENCHMARKS.md section; see common.py for what is measured.
+
+Usage:
+    python benchmarks/speed/run_all.py [--device cuda] [--steps 40] [--warmup 10]
+        [--families gan,vae] [--diffusers] [--json speed.json] [--write BENCHMARKS.md]
+
+With ``--diffusers`` it also runs benchmarks/diffusion_speed.py (pixgen against diffusers'
+UNet2DModel + DDPMScheduler loop at an equal parameter count) on the same device.
+"""
+
+import importlib
+import subprocess
+import sys
+
+from common import ROOT, isolated, parser, report, run_family
+
+FAMILIES = ["gan", "vae", "vqvae", "pixelcnn", "flow", "diffusion"]
+
+
+def main() -> None:
+    ap = parser(__doc__.split("\n")[0])
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--diffusers", action="store_true",
+                    help="also run benchmarks/diffusion_speed.py")
+    args = ap.parse_args()
+    peak = isolated("gemm_peak", args.threads, device=args.device)
+    print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']})", flush=True)
+    rows = []
+    for family in args.families.split(","):
+        module = importlib.import_module(family)
+        rows += run_family(family, module.SETUPS, args, peak)
+    report(rows, peak, args, " ".join(["python", *sys.argv]),
+           f"Speed: training and sampling ({args.device})")
+    if args.diffusers:
+        subprocess.run([sys.executable, str(ROOT / "diffusion_speed.py"), "--device",
+                        args.device], check=True)
+
+
+if __name__ == "__main__":
+    main()
