@@ -9,12 +9,14 @@ With ``--diffusers`` it also runs benchmarks/diffusion_speed.py (pixgen against 
 UNet2DModel + DDPMScheduler loop at an equal parameter count) on the same device.
 """
 
-import importlib
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 from common import ROOT, isolated, parser, report, run_family
 
+HERE = Path(__file__).resolve().parent
 FAMILIES = ["gan", "vae", "vqvae", "pixelcnn", "flow", "diffusion"]
 
 
@@ -28,8 +30,18 @@ def main() -> None:
     print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']})", flush=True)
     rows = []
     for family in args.families.split(","):
-        module = importlib.import_module(family)
+        spec = importlib.util.spec_from_file_location(f"speed_{family}", HERE / f"{family}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
         rows += run_family(family, module.SETUPS, args, peak)
+    # the peak again at the end: a shared machine can slow one measurement down, never
+    # speed it up, so the higher of the two is the better estimate
+    end = isolated("gemm_peak", args.threads, device=args.device)
+    print(f"GEMM peak at the end: {end['flops'] / 1e9:.1f} GFLOP/s", flush=True)
+    if end["flops"] > peak["flops"]:
+        peak = end
+        for row in rows:
+            row["utilisation"] = row["achieved_flops"] / peak["flops"]
     report(rows, peak, args, " ".join(["python", *sys.argv]),
            f"Speed: training and sampling ({args.device})")
     if args.diffusers:
