@@ -34,14 +34,6 @@ def main() -> None:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         rows += run_family(family, module.SETUPS, args, peak)
-    # the peak again at the end: a shared machine can slow one measurement down, never
-    # speed it up, so the higher of the two is the better estimate
-    end = isolated("gemm_peak", args.threads, device=args.device)
-    print(f"GEMM peak at the end: {end['flops'] / 1e9:.1f} GFLOP/s", flush=True)
-    if end["flops"] > peak["flops"]:
-        peak = end
-        for row in rows:
-            row["utilisation"] = row["achieved_flops"] / peak["flops"]
     report(rows, peak, args, " ".join(["python", *sys.argv]),
            f"Speed: training and sampling ({args.device})")
     if args.diffusers:
