@@ -423,6 +423,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("serve", help="open runs in a local web app (needs pixgen[web])",
+                       formatter_class=_Formatter,
+                       description="A local web app over trained runs: tabs Sample, Interpolate, "
+                       "Inpaint, Super-resolve, Translate and Model card. It serves only the runs "
+                       "named here, listens on 127.0.0.1 unless --host says otherwise, refuses "
+                       "uploads over --max-upload-mb and sends no analytics. Needs the web "
+                       "extra: pip install 'pixgen[web]'.",
+                       epilog="examples:\n  pixgen serve runs/demo\n"
+                       "  pixgen serve runs/vae-digits runs/cyclegan-shapes --port 8000")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories to serve")
+    p.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1, "
+                   "this machine only; 0.0.0.0 exposes the app to the network, with a warning)")
+    p.add_argument("--port", type=int, default=None,
+                   help="TCP port (default: 7860; 0: any free port)")
+    p.add_argument("--max-upload-mb", type=float, default=None, metavar="MB",
+                   help="largest upload accepted (default: 10)")
+    p.add_argument("--open", action="store_true", help="open the app in the default browser")
+    p.add_argument("--device", default=None, help="auto (cuda, then mps, then cpu), cpu, "
+                   "cuda, cuda:N or mps (default: auto)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("demo", help="train a small DCGAN on built-in shapes and write a grid",
                        formatter_class=_Formatter,
                        description=f"Train dcgan (width 32) on the built-in shapes for "
@@ -835,6 +856,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("last metrics " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in last.items()))
     print(f"versions     {json.dumps(info['versions'])}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pixgen import web
+
+    web.serve(args.runs, host=args.host or web.DEFAULT_HOST,
+              port=web.DEFAULT_PORT if args.port is None else args.port,
+              device=args.device or "auto",
+              max_upload_mb=args.max_upload_mb or web.DEFAULT_MAX_UPLOAD_MB,
+              open_browser=args.open)
     return 0
 
 

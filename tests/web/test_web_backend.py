@@ -1,0 +1,160 @@
+"""The web app's backend (pixgen.web.backend), without a server: which runs serve which tab
+and why not, request bounds, uploads, and each tab's result against the library's own API."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import pixgen
+from pixgen.errors import ConfigError
+from pixgen.web import backend
+from pixgen.web.backend import Runs, WebError
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_runs):
+    return Runs([tiny_runs["vae"], tiny_runs["cyclegan"], tiny_runs["srresnet"],
+                 tiny_runs["vae"]])
+
+
+def test_runs_are_named_by_folder_and_served_by_capability(runs):
+    assert list(runs.runs) == ["vae-digits", "cyclegan-shapes", "srresnet-shapes",
+                               "vae-digits-2"]
+    assert runs.names("sample") == ["vae-digits", "vae-digits-2"]
+    assert runs.names("inpaint") == ["vae-digits", "vae-digits-2"]
+    assert runs.names("translate") == ["cyclegan-shapes"]
+    assert runs.names("superres") == ["srresnet-shapes"]
+    why = runs.unavailable("translate")
+    assert "vae-digits (vae): translate needs a model with 'translate'" in why
+    assert "models that do: cyclegan" in why
+    assert runs.unavailable("translate").count("\n") == 2  # vae twice, srresnet
+    with pytest.raises(ConfigError, match="at least one run"):
+        Runs([])
+
+
+def test_only_named_runs_can_be_chosen(runs, tiny_runs):
+    for name in ("../vae-digits", str(tiny_runs["vae"]), "vae", None, 3, ["vae-digits"]):
+        with pytest.raises(WebError, match="no run named"):
+            runs.get(name)
+    with pytest.raises(WebError, match="cyclegan.*translates images instead"):
+        backend.sample(runs, "cyclegan-shapes")
+
+
+def test_sample_is_the_library_sample_as_a_grid(runs):
+    grid = backend.sample(runs, "vae-digits", n=5, seed=3)
+    size = runs.get("vae-digits").model.config["image_size"]
+    assert grid.shape == (*backend.grid_size(5, size)[::-1], 3) and grid.dtype == np.uint8
+    want = pixgen.generate(runs.get("vae-digits").model, 5, seed=3)
+    assert np.array_equal(grid, backend.to_display(want))
+    assert not np.array_equal(grid, backend.sample(runs, "vae-digits", n=5, seed=4))
+    t = backend.sample(runs, "vae-digits", n=5, seed=3, temperature=0.1)
+    assert not np.array_equal(grid, t)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, "count must be a whole number from 1 to 64"),
+    ({"n": 65}, "count must be"),
+    ({"n": 2.5}, "count must be"),
+    ({"n": "x"}, "count must be a number"),
+    ({"seed": -1}, "seed must be"),
+    ({"temperature": float("nan")}, "temperature must be between"),
+    ({"temperature": 9}, "temperature must be between"),
+    ({"label": "3"}, "not class-conditional"),
+])
+def test_request_values_are_checked(runs, kwargs, message):
+    with pytest.raises(WebError, match=message):
+        backend.sample(runs, "vae-digits", **kwargs)
+
+
+def test_sampling_options_follow_the_model(runs):
+    assert backend.sampling_options(runs.get("vae-digits").model) == {
+        "temperature": 1.0, "steps": None, "guidance": False, "classes": []}
+    assert backend.sampling_options(runs.get("vae-digits").model, "inpaint")["steps"] == 200
+    sr = backend.sampling_options(runs.get("srresnet-shapes").model, "superres")
+    assert sr["steps"] is None and sr["temperature"] is None
+
+
+def test_interpolate_returns_the_frames_of_one_path(runs):
+    frames = backend.interpolate(runs, "vae-digits", n=5, seed_a=1, seed_b=2)
+    size = runs.get("vae-digits").model.config["image_size"]
+    assert len(frames) == 5 and all(f.shape == (size, size, 3) for f in frames)
+    want = pixgen.interpolate(runs.get("vae-digits").model, n=5, seeds=[1, 2])
+    assert np.array_equal(frames[-1], backend.to_display(want[0, -1:], padding=0))
+    with pytest.raises(WebError, match="frames must be"):
+        backend.interpolate(runs, "vae-digits", n=1)
+    with pytest.raises(WebError, match="unknown method"):
+        backend.interpolate(runs, "vae-digits", method="cubic")
+
+
+def test_uploads_are_decoded_safely():
+    rgba = np.zeros((30, 50, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :25, 3] = 255  # left half opaque red, right half transparent: white
+    x = backend.image_from_upload(rgba, size=10, channels=3)
+    assert x.shape == (1, 3, 10, 10) and x.dtype == torch.uint8
+    assert x[0, :, 5, 0].tolist() == [200, 0, 0] and x[0, :, 5, -1].tolist() == [255] * 3
+    assert backend.image_from_upload(np.full((8, 8), 77, np.uint8), size=4, channels=1
+                                     ).unique().tolist() == [77]
+    with pytest.raises(WebError, match="upload the image first"):
+        backend.image_from_upload(None, size=8, channels=1)
+    with pytest.raises(WebError, match="not an image"):
+        backend.image_from_upload(np.zeros((4, 4, 7), np.uint8), size=8, channels=1)
+    big = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (5000, 5000, 3), (0, 0, 0))
+    with pytest.raises(WebError, match="the limit is"):
+        backend.image_from_upload(big, size=8, channels=1)
+
+
+def test_builtin_examples_read_back_exactly(runs):
+    from pixgen.data import load_dataset
+
+    examples = backend.builtin_examples(runs, "vae-digits")
+    assert len(examples) == backend.BUILTIN_EXAMPLES and examples[0][0] == "digits test #0"
+    test = load_dataset("digits", split="test", image_size=8, channels=1)
+    back = backend.image_from_upload(examples[2][1], size=8, channels=1)
+    assert examples[2][1].shape[0] >= 128 and torch.equal(back[0], test.images[2])
+
+
+def test_inpaint_fills_the_drawn_pixels_only(runs):
+    examples = backend.builtin_examples(runs, "vae-digits")
+    img = examples[0][1]
+    layer = np.zeros((*img.shape[:2], 4), np.uint8)
+    h = img.shape[0]
+    layer[: h // 2, :, 3] = 255  # the top half painted
+    editor = {"background": img, "layers": [layer], "composite": img}
+    strip, info = backend.inpaint(runs, "vae-digits", image=editor, steps=3, seed=1)
+    assert info.startswith("filled 50% of the pixels (8x8) with vae")
+    assert strip.shape == (12, 32, 3)
+    original, completed = strip[2:10, 2:10], strip[2:10, 22:30]
+    assert np.array_equal(original[4:], completed[4:])  # the known half is kept
+    strip2, _ = backend.inpaint(runs, "vae-digits", image=img, mask="center", steps=3)
+    assert strip2.shape == strip.shape
+    with pytest.raises(WebError, match="draw over the pixels"):
+        backend.inpaint(runs, "vae-digits", image={"background": img, "layers": []})
+    with pytest.raises(WebError, match="unknown mask"):
+        backend.inpaint(runs, "vae-digits", image=img, mask="../../etc/passwd")
+
+
+def test_superres_and_translate(runs):
+    photo = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    strip, info = backend.superres(runs, "srresnet-shapes", image=photo)
+    assert strip.shape == (20, 38, 3) and info.startswith("x4: 4 px -> 16 px")
+    strip, info = backend.superres(runs, "srresnet-shapes", image=photo, original=True)
+    assert strip.shape == (20, 56, 3) and "PSNR" in info and "bicubic" in info
+    strip, info = backend.translate(runs, "cyclegan-shapes", image=photo, direction="BtoA")
+    assert strip.shape == (20, 38, 3) and info.startswith("shapes-b -> shapes-a")
+    with pytest.raises(WebError, match="unknown direction"):
+        backend.translate(runs, "cyclegan-shapes", image=photo, direction="sideways")
+
+
+def test_model_card(runs, tiny_runs):
+    card = backend.model_card(runs, "vae-digits")
+    assert "### vae-digits: vae" in card["summary"] and "20 steps" in card["summary"]
+    assert "newest sample grid:** step-0000020.png" in card["summary"]
+    assert card["config"]["latent_dim"] == 4 and card["metrics"] == []
+    assert card["curves"].ndim == 3 and card["samples"].ndim == 3
+    (tiny_runs["cyclegan"] / "eval.json").write_text(json.dumps({"fid": 12.5, "n_fake": 10,
+                                                                  "real": "x"}))
+    card = backend.model_card(runs, "cyclegan-shapes")
+    assert card["metrics"] == [["fid", 12.5], ["n_fake", 10.0]]

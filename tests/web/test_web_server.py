@@ -1,0 +1,139 @@
+"""`pixgen serve` over HTTP, without a browser: it listens on loopback only, refuses path
+traversal (plain, encoded, double-encoded, absolute), oversized uploads, runs that were not
+named at start-up and server files passed as inputs, and warns when exposed."""
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+from _serve_helpers import need, start_server
+
+TRAVERSALS = [
+    "../../../../etc/passwd",
+    "..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+    "..%5c..%5c..%5cetc%5cpasswd",
+    "/etc/passwd",
+    "//etc/passwd",
+    "%2fetc%2fpasswd",
+    "/proc/self/environ",
+]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def post(url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def upload(url: str, name: str, payload: bytes) -> tuple[int, bytes]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode() \
+        + payload + f"\r\n--{boundary}--\r\n".encode()
+    return post(url + "/gradio_api/upload", body, f"multipart/form-data; boundary={boundary}")
+
+
+def call(url: str, api: str, data: list) -> tuple[str, object]:
+    """Call an event of the app through Gradio's HTTP API: ("complete" or "error", data)."""
+    status, body = post(f"{url}/gradio_api/call/{api}", json.dumps({"data": data}).encode(),
+                        "application/json")
+    assert status == 200, body
+    event_id = json.loads(body)["event_id"]
+    status, stream = get(f"{url}/gradio_api/call/{api}/{event_id}")
+    event, payload = None, None
+    for line in stream.decode().splitlines():
+        if line.startswith("event: "):
+            event = line[7:].strip()
+        elif line.startswith("data: ") and event in ("complete", "error"):
+            payload = json.loads(line[6:])
+    return event, payload
+
+
+def test_listens_on_loopback_only(server):
+    url, _, lines = server
+    assert urllib.parse.urlparse(url).hostname == "127.0.0.1"
+    assert not any("warning" in line.lower() for line in lines)
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_path_traversal_is_refused(server, path):
+    url, runs, _ = server
+    for route in ("/gradio_api/file=", "/file=", "/static/", "/assets/"):
+        status, body = get(url + route + path)
+        assert status in (403, 404), (route, path, status)
+        assert b"root:" not in body and b"PATH=" not in body
+
+
+def test_run_files_and_cache_escapes_are_refused(server):
+    url, runs, _ = server
+    status, body = upload(url, "x.png", b"\x89PNG\r\n\x1a\n")
+    assert status == 200
+    cached = json.loads(body)[0]  # the upload's path in the server's private cache
+    assert get(f"{url}/gradio_api/file={cached}")[0] == 200  # one's own upload: served
+    for path in (str(runs["vae"] / "model.safetensors"), str(runs["vae"] / "config.yaml"),
+                 cached + "/../../../../etc/passwd",
+                 urllib.parse.quote(cached.rsplit("/", 2)[0] + "/../../etc/passwd", safe="")):
+        status, body = get(f"{url}/gradio_api/file={path}")
+        assert status in (403, 404), path
+        assert b"root:" not in body and not body.startswith(b"\x00")
+
+
+def test_oversized_upload_is_refused(server):
+    url, _, _ = server  # started with --max-upload-mb 1
+    status, body = upload(url, "big.png", b"\0" * (1024 * 1024 + 10))
+    assert status == 413, body
+    assert upload(url, "small.png", b"\0" * 1000)[0] == 200
+
+
+def test_only_the_runs_named_at_start_can_be_used(server):
+    url, runs, _ = server
+    event, data = call(url, "sample", ["vae-digits", 4, 0, "any", 1.0, 50, 2.0])
+    assert event == "complete", data
+    status, body = upload(url, "model.safetensors", (runs["vae"] / "model.safetensors")
+                          .read_bytes())
+    uploaded = json.loads(body)[0]
+    for name in ("../vae-digits", str(runs["vae"]), str(runs["vae"] / "model.safetensors"),
+                 uploaded, "%2e%2e%2fvae-digits"):
+        event, data = call(url, "sample", [name, 4, 0, "any", 1.0, 50, 2.0])
+        assert event == "error", name
+        assert "not in the list of choices" in data["error"]
+
+
+def test_server_files_cannot_be_passed_as_images(server):
+    url, runs, _ = server
+    for path in (str(runs["vae"] / "model.safetensors"), "/etc/passwd"):
+        image = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        event, data = call(url, "translate", ["cyclegan-shapes", image, "AtoB"])
+        assert event == "error", path
+        assert "cannot" in data["error"].lower() or "blocked" in data["error"]
+
+
+def test_request_values_are_bounded(server):
+    url, _, _ = server
+    event, data = call(url, "sample", ["vae-digits", 100000, 0, "any", 1.0, 50, 2.0])
+    assert event == "error" and "maximum" in data["error"]
+
+
+def test_non_loopback_host_warns(tiny_runs):
+    need("gradio")
+    proc, url, lines = start_server([tiny_runs["vae"]], "--host", "0.0.0.0")
+    proc.terminate()
+    proc.wait(timeout=20)
+    text = "\n".join(lines)
+    assert "warning: --host 0.0.0.0 makes this app reachable from other machines" in text
