@@ -168,12 +168,13 @@ def _interpolate_tab(runs: Runs) -> None:
              [t, state], frame, api_name=False)
 
 
-def _image_source(runs: Runs, run: gr.Dropdown, target: Any, first: str) -> gr.Dropdown:
+def _image_source(runs: Runs, run: gr.Dropdown, target: Any, first: str, elem_id: str
+                  ) -> gr.Dropdown:
     """A 'built-in image' dropdown that loads one of the run's own test images into
     ``target``."""
     examples = backend.builtin_examples(runs, first)
     pick = gr.Dropdown([c for c, _ in examples], value=None, label="or pick a built-in image",
-                       visible=bool(examples), interactive=True)
+                       visible=bool(examples), interactive=True, elem_id=elem_id)
     run.change(lambda n: _example_update(runs, n), run, pick)
     pick.input(lambda n, c: _example_image(runs, n, c), [run, pick], target, api_name=False)
     return pick
@@ -207,7 +208,7 @@ def _inpaint_tab(runs: Runs) -> None:
                                                    default_size=12),
                                     transforms=(), layers=False, height=OUTPUT_HEIGHT,
                                     elem_id="inpaint-editor", elem_classes="pixels")
-            _image_source(runs, run, editor, names[0])
+            _image_source(runs, run, editor, names[0], "inpaint-example")
     with gr.Row():
         out = gr.Image(label="original | masked | completed", format="png", interactive=False,
                        height=OUTPUT_HEIGHT // 2, elem_id="inpaint-out", elem_classes="pixels")
@@ -238,8 +239,9 @@ def _superres_tab(runs: Runs) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             run = _run_dropdown(runs, "superres", "sr-run")
-            original = gr.Checkbox(False, label="the image is a high-resolution original: "
-                                   "downscale it, then score PSNR / SSIM against it")
+            original = gr.Checkbox(False, elem_id="sr-original",
+                                   label="the image is a high-resolution original: downscale "
+                                   "it, then score PSNR / SSIM against it")
             seed = gr.Number(0, label="seed", precision=0, minimum=0)
             steps = gr.Slider(1, backend.MAX_STEPS, value=opts["steps"] or 50, step=1,
                               label="sampling steps", visible=opts["steps"] is not None)
@@ -247,8 +249,9 @@ def _superres_tab(runs: Runs) -> None:
         with gr.Column(scale=2):
             image = gr.Image(label="image", type="numpy", sources=["upload", "clipboard"],
                              height=OUTPUT_HEIGHT // 2, elem_id="sr-in")
-            _image_source(runs, run, image, names[0])
-    out = gr.Image(label="bicubic | model", format="png", interactive=False,
+            _image_source(runs, run, image, names[0], "sr-example")
+    out = gr.Image(label="bicubic | model (| original, when scored)", format="png",
+                   interactive=False,
                    height=OUTPUT_HEIGHT, elem_id="sr-out", elem_classes="pixels")
     info = gr.Markdown()
     run.change(lambda n: _options_updates(runs, n, "superres")[2], run, steps)
@@ -275,7 +278,7 @@ def _translate_tab(runs: Runs) -> None:
         with gr.Column(scale=2):
             image = gr.Image(label="image", type="numpy", sources=["upload", "clipboard"],
                              height=OUTPUT_HEIGHT // 2, elem_id="translate-in")
-            _image_source(runs, run, image, names[0])
+            _image_source(runs, run, image, names[0], "translate-example")
     out = gr.Image(label="input | translation", format="png", interactive=False,
                    height=OUTPUT_HEIGHT, elem_id="translate-out", elem_classes="pixels")
     info = gr.Markdown()

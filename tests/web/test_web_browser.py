@@ -73,8 +73,10 @@ def test_inpaint_an_uploaded_image_with_a_painted_mask(page, tmp_path):
     photo.save(tmp_path / "upload.png")
     editor = page.locator("#inpaint-editor")
     editor.locator("input[type=file]").set_input_files(tmp_path / "upload.png")
+    # the upload goes to the server and back before the editor shows it (slow under load)
+    editor.get_by_text("Upload an image").wait_for(state="hidden")
+    page.wait_for_timeout(500)  # the editor lays out the uploaded image
     canvas = editor.locator("canvas").first
-    page.wait_for_timeout(1000)  # the editor lays out the uploaded image
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 70, cy)

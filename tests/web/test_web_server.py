@@ -65,10 +65,14 @@ def call(url: str, api: str, data: list) -> tuple[str, object]:
     return event, payload
 
 
-def test_listens_on_loopback_only(server):
+def test_listens_on_loopback_only_with_analytics_off(server):
     url, _, lines = server
     assert urllib.parse.urlparse(url).hostname == "127.0.0.1"
     assert not any("warning" in line.lower() for line in lines)
+    status, body = get(url + "/config")
+    config = json.loads(body)
+    assert status == 200 and config["analytics_enabled"] is False
+    assert not config.get("mcp_server")
 
 
 @pytest.mark.parametrize("path", TRAVERSALS)
