@@ -865,7 +865,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     web.serve(args.runs, host=args.host or web.DEFAULT_HOST,
               port=web.DEFAULT_PORT if args.port is None else args.port,
               device=args.device or "auto",
-              max_upload_mb=args.max_upload_mb or web.DEFAULT_MAX_UPLOAD_MB,
+              max_upload_mb=(web.DEFAULT_MAX_UPLOAD_MB if args.max_upload_mb is None
+                             else args.max_upload_mb),
               open_browser=args.open)
     return 0
 

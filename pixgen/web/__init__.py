@@ -9,6 +9,7 @@ refuses uploads over a size limit, and sends no analytics. Needs the ``web`` ext
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import warnings
@@ -46,7 +47,7 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
         runs: run directories (or their model.safetensors); the only models the app can use.
         host: the address to listen on; anything but loopback makes the app reachable from
             other machines (it has no login), and a warning says so.
-        port: the TCP port (0: any free port).
+        port: the TCP port (0: the first free one from 7860).
         device: where to run the models (auto, cpu, cuda, ...).
         max_upload_mb: the largest upload accepted, in MB; larger ones are refused.
         open_browser: open the app in the default browser.
@@ -61,18 +62,25 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
     if not 0 < max_upload_mb <= 1024:
         raise ConfigError(f"--max-upload-mb must be more than 0 and at most 1024, not "
                           f"{max_upload_mb}")
+    import importlib.util
+    import shutil
     import tempfile
 
     from PIL import Image
 
     from pixgen.web.backend import MAX_UPLOAD_PIXELS, Runs
 
-    # Gradio keeps uploads and outputs in a cache folder: a private one per server
-    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="pixgen-web-")
+    if importlib.util.find_spec("gradio") is None:
+        _import_gradio()  # raises the install hint
+    served = Runs(runs, device=device)
+    # Gradio keeps uploads and outputs in a cache folder: a private one per server, removed
+    # when the server stops (or, for block=False, when Python exits)
+    cache = tempfile.mkdtemp(prefix="pixgen-web-")
+    os.environ["GRADIO_TEMP_DIR"] = cache
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
     _import_gradio()
     from pixgen.web.app import CSS, build_app
 
-    served = Runs(runs, device=device)
     # an upload that decodes to more pixels than this is refused before decoding
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
     warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,4 +106,5 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
             pass
         finally:
             demo.close()
+            shutil.rmtree(cache, ignore_errors=True)
     return demo

@@ -141,3 +141,19 @@ def test_non_loopback_host_warns(tiny_runs):
     proc.wait(timeout=20)
     text = "\n".join(lines)
     assert "warning: --host 0.0.0.0 makes this app reachable from other machines" in text
+
+
+def test_serve_refuses_bad_flags_and_missing_runs(tmp_path, tiny_runs, capsys):
+    from pixgen.cli import main
+
+    assert main(["serve", str(tiny_runs["vae"]), "--port", "70000"]) == 2
+    assert "--port must be 0-65535, not 70000" in capsys.readouterr().err
+    assert main(["serve", str(tiny_runs["vae"]), "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb must be more than 0" in capsys.readouterr().err
+    need("gradio")
+    assert main(["serve", str(tmp_path / "no-such-run")]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-run" in err and err.count("\n") == 1
+    (tmp_path / "not-a-run").mkdir()
+    assert main(["serve", str(tmp_path / "not-a-run")]) == 2
+    assert "not-a-run" in capsys.readouterr().err
