@@ -52,6 +52,8 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
         max_upload_mb: the largest upload accepted, in MB; larger ones are refused.
         open_browser: open the app in the default browser.
         block: serve until Ctrl-C; with False, return at once with the server running.
+            Either way the calling process keeps PIL's decompression-bomb limit at
+            4096 x 4096 pixels, raised as an error, so uploads beyond it are refused.
 
     Returns:
         The Gradio Blocks app (its ``local_url`` is the address), once the server stops or,

@@ -194,6 +194,8 @@ def image_from_upload(array: Any, *, size: int, channels: int, what: str = "the 
     if array is None:
         raise WebError(f"upload {what} first (or pick a built-in one)")
     a = np.asarray(array)
+    if a.ndim not in (2, 3) or a.size == 0:
+        raise WebError(f"{what} is not an image (array of shape {a.shape})")
     if a.dtype != np.uint8:
         if a.dtype.kind == "f" and a.size and float(np.nanmax(a)) <= 1.0:
             a = a * 255.0
@@ -306,19 +308,24 @@ def builtin_examples(runs: Runs, name: str) -> list[tuple[str, np.ndarray]]:
 def _mask_from_layers(editor: Any, size: int) -> torch.Tensor | None:
     """The drawn mask of an image-editor value: pixels painted on any layer (alpha > 0), as
     bool (1, 1, size, size); None when nothing was drawn."""
-    layers = (editor or {}).get("layers") or [] if isinstance(editor, dict) else []
+    if not isinstance(editor, dict):
+        return None
+    background = editor.get("background")
+    shape = np.asarray(background).shape[:2] if background is not None else None
     drawn = None
-    for layer in layers:
+    for layer in editor.get("layers") or []:
         a = np.asarray(layer)
-        if a.ndim == 3 and a.shape[2] == 4:
-            m = a[..., 3] > 0
-        elif a.ndim >= 2:
-            m = (a if a.ndim == 2 else a.max(-1)) > 0
-        else:
+        if a.ndim not in (2, 3):
             continue
+        if shape is not None and a.shape[:2] != shape:  # it would not line up with the image
+            raise WebError(f"the painted layer is {a.shape[1]}x{a.shape[0]} but the image "
+                           f"{shape[1]}x{shape[0]}; paint on the uploaded image")
+        m = a[..., 3] > 0 if a.ndim == 3 and a.shape[2] == 4 else (
+            a if a.ndim == 2 else a.max(-1)) > 0
         drawn = m if drawn is None else drawn | m
     if drawn is None or not drawn.any():
         return None
+    # a model pixel is filled when painted strokes cover over a quarter of it
     t = torch.from_numpy(drawn)[None, None].float()
     t = transforms.center_crop(t)
     return torch.nn.functional.interpolate(t, size=(size, size), mode="area") > 0.25

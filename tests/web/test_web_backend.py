@@ -99,8 +99,9 @@ def test_uploads_are_decoded_safely():
                                      ).unique().tolist() == [77]
     with pytest.raises(WebError, match="upload the image first"):
         backend.image_from_upload(None, size=8, channels=1)
-    with pytest.raises(WebError, match="not an image"):
-        backend.image_from_upload(np.zeros((4, 4, 7), np.uint8), size=8, channels=1)
+    for bad in (np.zeros((4, 4, 7), np.uint8), np.zeros((0, 0), np.float32), np.zeros(5)):
+        with pytest.raises(WebError, match="not an image"):
+            backend.image_from_upload(bad, size=8, channels=1)
     big = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (5000, 5000, 3), (0, 0, 0))
     with pytest.raises(WebError, match="the limit is"):
         backend.image_from_upload(big, size=8, channels=1)
@@ -132,6 +133,9 @@ def test_inpaint_fills_the_drawn_pixels_only(runs):
     assert strip2.shape == strip.shape
     with pytest.raises(WebError, match="draw over the pixels"):
         backend.inpaint(runs, "vae-digits", image={"background": img, "layers": []})
+    with pytest.raises(WebError, match="the painted layer is 5x4 but the image"):
+        backend.inpaint(runs, "vae-digits", image={"background": img,
+                                                    "layers": [np.ones((4, 5, 4), np.uint8)]})
     with pytest.raises(WebError, match="unknown mask"):
         backend.inpaint(runs, "vae-digits", image=img, mask="../../etc/passwd")
 

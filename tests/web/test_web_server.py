@@ -157,3 +157,22 @@ def test_serve_refuses_bad_flags_and_missing_runs(tmp_path, tiny_runs, capsys):
     (tmp_path / "not-a-run").mkdir()
     assert main(["serve", str(tmp_path / "not-a-run")]) == 2
     assert "not-a-run" in capsys.readouterr().err
+
+
+def test_decompression_bomb_upload_is_refused(server, tmp_path):
+    """A small PNG that declares 5000 x 5000 pixels (over the 4096 x 4096 limit) is refused
+    when it is used; a normal image is not."""
+    from PIL import Image
+
+    url, _, _ = server
+    for side, ok in ((5000, False), (64, True)):
+        Image.new("L", (side, side)).save(tmp_path / "x.png")
+        payload = (tmp_path / "x.png").read_bytes()
+        assert len(payload) < 1024 * 1024  # under the upload limit: only the pixels are many
+        status, body = upload(url, f"{side}.png", payload)
+        assert status == 200
+        image = {"path": json.loads(body)[0], "meta": {"_type": "gradio.FileData"}}
+        event, data = call(url, "translate", ["cyclegan-shapes", image, "AtoB"])
+        assert (event == "complete") == ok, (side, data)
+        if not ok:
+            assert "exceeds limit of 16777216 pixels" in data["error"]
