@@ -66,15 +66,29 @@ def test_sample_shows_a_grid_of_the_expected_size(page):
     assert Image.open(ARTIFACTS / "sample-grid.png").size == grid_size(16, VAE_SIZE)
 
 
-def test_inpaint_an_uploaded_image_with_a_painted_mask(page, tmp_path):
+def test_inpaint_an_uploaded_image_with_a_painted_mask(page, server, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     show(page, "Inpaint")
     photo = Image.new("RGB", (128, 128), (20, 20, 20))
     photo.paste((230, 230, 230), (32, 32, 96, 96))
     photo.save(tmp_path / "upload.png")
     editor = page.locator("#inpaint-editor")
-    editor.locator("input[type=file]").set_input_files(tmp_path / "upload.png")
-    # the upload goes to the server and back before the editor shows it (slow under load)
-    editor.get_by_text("Upload an image").wait_for(state="hidden")
+    placeholder = editor.get_by_text("Upload an image")
+    placeholder.wait_for(state="visible")  # the tab's components are mounted
+    # The upload goes to the server and back before the editor shows it (slow under load).
+    # A file set while the freshly shown tab is still settling can be dropped by the
+    # browser, so it is set again if the editor has not taken it.
+    for attempt in range(3):
+        editor.locator("input[type=file]").set_input_files(tmp_path / "upload.png")
+        try:
+            placeholder.wait_for(state="hidden", timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        pytest.fail("the editor never showed the uploaded image; the server said:\n"
+                    + "\n".join(server[2][-20:]))
     page.wait_for_timeout(500)  # the editor lays out the uploaded image
     canvas = editor.locator("canvas").first
     box = canvas.bounding_box()
