@@ -28,7 +28,9 @@ the two have the same number of parameters (both counts are printed).
 
 Training images/s are measured after ``--warmup`` untimed steps; both loops run the same
 number of timed steps (rounded up to pixgen's logging interval, whose wall-clock time the
-trainer records in metrics.jsonl). Sampling is timed after one short untimed warm-up chain.
+trainer records in metrics.jsonl). The two training loops take turns for ``--repeats``
+rounds and each keeps its best round. Sampling is timed once, after one short untimed
+warm-up chain.
 
 On a shared CPU give ``--threads``: torch's default of one thread per core collides with
 any other job's threads (on the 2-core development VM, with one other 2-thread training job
@@ -36,7 +38,7 @@ running, a forward pass took 40x longer with 2 threads than with 1).
 
 Usage (from the repository root; needs ``pip install 'pixgen[peers]'`` for diffusers):
     python benchmarks/diffusion_speed.py [--steps 150] [--warmup 10] [--sample-n 64]
-        [--device cpu] [--threads N] [--json results.json]
+        [--repeats 2] [--device cpu] [--threads N] [--json results.json]
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ def diffusers_sampling(unet: torch.nn.Module, *, n: int, device: torch.device
 
 
 def measure(*, steps: int, warmup: int, device: str, batch_size: int = 64,
-            sample_n: int = 64) -> dict[str, Any]:
+            sample_n: int = 64, repeats: int = 2) -> dict[str, Any]:
     """Run the whole benchmark and return its figures (JSON-serialisable).
 
     Args:
@@ -231,6 +233,7 @@ def measure(*, steps: int, warmup: int, device: str, batch_size: int = 64,
         device: "cpu", "cuda", ...
         batch_size: training images per step, for both loops.
         sample_n: images per sampling chain, for every sampler.
+        repeats: training rounds per loop, taking turns; each loop's best round counts.
     """
     _diffusers()  # fail early, before pixgen trains
     dev = torch.device(device)
@@ -238,19 +241,29 @@ def measure(*, steps: int, warmup: int, device: str, batch_size: int = 64,
     data = load_dataset(DATA, split="train", image_size=IMAGE_SIZE, channels=CHANNELS)
     images = to_float(data.images)
 
-    torch.manual_seed(0)
-    unet = build_unet(dev)
-    params = {"pixgen": pixgen_param_count(), "diffusers": count_params(unet)}
+    if repeats < 1:
+        raise ValueError(f"need repeats >= 1, got {repeats}")
+    params = {"pixgen": pixgen_param_count(), "diffusers": count_params(build_unet(dev))}
     print(f"parameters: pixgen U-Net {params['pixgen']:,}, diffusers UNet2DModel "
           f"{params['diffusers']:,}", flush=True)
-    train = {"diffusers": diffusers_training(unet, images, steps=steps, warmup=warmup,
-                                             device=dev, batch_size=batch_size)}
-    print(f"training, diffusers loop: {train['diffusers']:.1f} img/s", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        train["pixgen"], model = pixgen_training(steps=steps, warmup=warmup, every=every,
-                                                 device=device, batch_size=batch_size,
-                                                 out=Path(tmp) / "run")
-    print(f"training, pixgen.train: {train['pixgen']:.1f} img/s = "
+    # The two loops take turns; each keeps its best round (a shared machine only ever
+    # slows a run down). Every round starts from the same initial weights.
+    rounds: dict[str, list[float]] = {"diffusers": [], "pixgen": []}
+    for _ in range(repeats):
+        torch.manual_seed(0)
+        unet = build_unet(dev)
+        rounds["diffusers"].append(diffusers_training(unet, images, steps=steps,
+                                                      warmup=warmup, device=dev,
+                                                      batch_size=batch_size))
+        print(f"training, diffusers loop: {rounds['diffusers'][-1]:.1f} img/s", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, model = pixgen_training(steps=steps, warmup=warmup, every=every,
+                                          device=device, batch_size=batch_size,
+                                          out=Path(tmp) / "run")
+        rounds["pixgen"].append(rate)
+        print(f"training, pixgen.train: {rate:.1f} img/s", flush=True)
+    train = {k: max(v) for k, v in rounds.items()}
+    print(f"training, best rounds: pixgen {train['pixgen']:.1f} img/s = "
           f"{train['pixgen'] / train['diffusers']:.2f}x diffusers", flush=True)
 
     ours = pixgen_sampling(model, n=sample_n, device=dev)
@@ -274,6 +287,8 @@ def measure(*, steps: int, warmup: int, device: str, batch_size: int = 64,
         "ddpm_steps": DDPM_STEPS,
         "ddim_steps": DDIM_STEPS,
         "params": params,
+        "repeats": repeats,
+        "train_rounds": rounds,
         "train_images_per_s": train,
         "train_ratio": train["pixgen"] / train["diffusers"],
         "sample_images_per_s": {"pixgen": ours, "diffusers": theirs},
@@ -288,12 +303,14 @@ def format_markdown(result: dict[str, Any]) -> str:
     header = (f"Machine: {r['machine']}, device {r['device']} ({r['precision']}), diffusers "
               f"{r['diffusers_version']}. Command: `python benchmarks/diffusion_speed.py "
               f"--steps {r['timed_steps']} --warmup {r['warmup_steps']} --sample-n "
-              f"{r['sample_n']} --device {r['device']} --threads {r['threads']}`.\n\n"
+              f"{r['sample_n']} --repeats {r.get('repeats', 1)} --device {r['device']} "
+              f"--threads {r['threads']}`.\n\n"
               f"Unconditional diffusion on {r['data']}: pixgen's U-Net ({p['pixgen']:,} "
               f"parameters) against diffusers' UNet2DModel ({p['diffusers']:,} parameters). "
               f"Training: `pixgen.train` (with its EMA) against diffusers' train_unconditional "
               f"loop, batch {r['batch_size']}, Adam lr 2e-4, {r['timed_steps']} timed steps "
-              f"after {r['warmup_steps']} warm-up steps. Sampling: full chains of "
+              f"after {r['warmup_steps']} warm-up steps, best of {r.get('repeats', 1)} "
+              f"alternating rounds. Sampling: full chains of "
               f"{r['sample_n']} images each.")
     rows = [("training", r["train_images_per_s"], r["train_ratio"])]
     for k, name in (("ddpm", f"sampling, DDPM {r['ddpm_steps']} steps"),
@@ -318,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--sample-n", type=int, default=64, help="images per sampling chain")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="training rounds per loop, taking turns; each keeps its best")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads (default: torch's, one per core)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -325,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(steps=args.steps, warmup=args.warmup, device=args.device,
-                     batch_size=args.batch_size, sample_n=args.sample_n)
+                     batch_size=args.batch_size, sample_n=args.sample_n,
+                     repeats=args.repeats)
     print("\n" + format_markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pixgen.errors import ConfigError, DataError
 from pixgen.models.base import Batch, PixgenModel
+from pixgen.nn.blocks import Dropout
 from pixgen.registry import MODELS
 
 
@@ -81,7 +82,7 @@ class Classifier(PixgenModel):
             cin = cout
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(cin, feature_dim), nn.ReLU(True))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+        self.head = nn.Sequential(Dropout(dropout), nn.Linear(feature_dim, num_classes))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N, feature_dim) of images in [-1, 1]."""

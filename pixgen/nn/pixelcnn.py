@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixgen.nn.blocks import Dropout
+
 
 def _shift_down(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
@@ -100,7 +102,7 @@ class GatedPixelCNN(nn.Module):
         self.layers = nn.ModuleList(
             GatedLayer(in_channels if i == 0 else width, width, kernel=kernel, first=i == 0,
                        cond_dim=cond) for i in range(layers))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.ReLU(), nn.Conv2d(width, 2 * width, 1), nn.ReLU(),
+        self.head = nn.Sequential(Dropout(dropout), nn.ReLU(), nn.Conv2d(width, 2 * width, 1), nn.ReLU(),
                                   nn.Conv2d(2 * width, out_channels, 1))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

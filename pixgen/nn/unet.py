@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixgen.errors import ConfigError
+from pixgen.nn.blocks import Dropout
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0
@@ -47,7 +48,7 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_ch)
         self.norm2 = group_norm(out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
