@@ -1,6 +1,7 @@
 """Diffusion benchmark: sample quality of DDPM-1000 against DDIM-50, classifier-free
 guidance, the bound in bits/dim, RePaint inpainting against mean-fill, and SR3 x4 against
-bicubic, on built-in data; plus training and sampling speed against diffusers.
+bicubic, on built-in data. (Training and sampling speed against diffusers is
+benchmarks/diffusion_speed.py, with its own BENCHMARKS.md section.)
 
 Stages (each cached in OUT/results.json, reused with --reuse when its settings match):
 
@@ -18,12 +19,9 @@ Stages (each cached in OUT/results.json, reused with --reuse when its settings m
   centre, left-half and stroke masks: PSNR on the masked pixels against mean-fill.
 - sr: PSNR / SSIM of x4 super-resolution (DDIM-50, eta 0) against bicubic on held-out shapes, and
   on 32 px crops of scikit-image's bundled photos (out of domain).
-- speed (--speed): benchmarks/diffusion_speed.py: training images/s against diffusers'
-  UNet2DModel + DDPMScheduler loop at an equal parameter count and batch, and sampling
-  images/s.
 
 Usage:
-    python benchmarks/diffusion.py [--reuse] [--n-fid 500] [--speed]
+    python benchmarks/diffusion.py [--reuse] [--n-fid 500]
         [--grids docs/images] [--write BENCHMARKS.md]
 """
 
@@ -223,10 +221,7 @@ def main() -> None:
     ap.add_argument("--n-inpaint", type=int, default=48)
     ap.add_argument("--n-sr", type=int, default=48)
     ap.add_argument("--stages", default="fid,ddim_eta,guidance,bpd,inpaint,sr",
-                    help="comma-separated stages to run (default: all but speed)")
-    ap.add_argument("--speed", action="store_true", help="also measure speed (diffusers)")
-    ap.add_argument("--speed-steps", type=int, default=100)
-    ap.add_argument("--speed-n", type=int, default=16, help="images per timed sampling chain")
+                    help="comma-separated stages to run (default: all)")
     ap.add_argument("--reuse", action="store_true", help="reuse cached stage results")
     ap.add_argument("--grids", default=None, metavar="DIR")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
@@ -240,7 +235,7 @@ def main() -> None:
     settings = json.loads(json.dumps(settings))
     results: dict[str, Any] = saved.get("results", {}) if saved.get("settings") == settings \
         else {}
-    stages = args.stages.split(",") + (["speed"] if args.speed else [])
+    stages = args.stages.split(",")
 
     def save() -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -286,12 +281,6 @@ def main() -> None:
     if need("sr"):
         results["sr"] = stage_sr(train_or_reuse("sr", root), args.n_sr, grids)
         save()
-    if need("speed"):
-        from diffusion_speed import measure
-
-        results["speed"] = measure(steps=args.speed_steps, warmup=10, device="cpu",
-                                   sample_n=args.speed_n)
-        save()
     if args.write:
         update_section(args.write, "Diffusion (digits, shapes; CPU)", report(results, settings))
         print(f"wrote {args.write}")
@@ -299,8 +288,8 @@ def main() -> None:
 
 def report(r: dict[str, Any], settings: dict[str, Any]) -> str:
     lines = [f"Machine: {machine()}. Command: `python benchmarks/diffusion.py --n-fid "
-             f"{settings['n_fid']} --grids docs/images --write BENCHMARKS.md` (`--speed` adds "
-             f"the speed table; `--reuse` keeps finished stages). Models: a U-Net of width 32, "
+             f"{settings['n_fid']} --grids docs/images --write BENCHMARKS.md` (`--reuse` keeps "
+             f"finished stages). Models: a U-Net of width 32, "
              f"levels (1, 2, 2), one residual block per level, attention at 8x8 "
              f"(`diffusion`, 1.1M parameters); linear schedule, eps prediction, T = 1000.", ""]
     for name, (model, data, size, steps, batch, lr, args) in settings["runs"].items():
@@ -353,10 +342,6 @@ def report(r: dict[str, Any], settings: dict[str, Any]) -> str:
             lines.append(f"| {label} ({v['n']}) | {v['psnr']:.2f} | {v['psnr_bicubic']:.2f} | "
                          f"{v['ssim']:.4f} | {v['ssim_bicubic']:.4f} |")
         lines.append("")
-    if "speed" in r:
-        from diffusion_speed import format_markdown
-
-        lines += [format_markdown(r["speed"]), ""]
     return "\n".join(lines)
 
 

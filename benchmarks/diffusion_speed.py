@@ -39,6 +39,7 @@ running, a forward pass took 40x longer with 2 threads than with 1).
 Usage (from the repository root; needs ``pip install 'pixgen[peers]'`` for diffusers):
     python benchmarks/diffusion_speed.py [--steps 150] [--warmup 10] [--sample-n 64]
         [--repeats 2] [--device cpu] [--threads N] [--json results.json]
+        [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from pixgen.data.transforms import to_float
 from pixgen.models.diffusion import Diffusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
+from _report import machine, publish  # noqa: E402
 
 DATA = "digits"
 IMAGE_SIZE = 16
@@ -340,13 +341,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads (default: torch's, one per core)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--write", default=None, metavar="BENCHMARKS.md",
+                    help="update this file's 'Diffusion against diffusers (DEVICE)' section")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(steps=args.steps, warmup=args.warmup, device=args.device,
                      batch_size=args.batch_size, sample_n=args.sample_n,
                      repeats=args.repeats)
-    print("\n" + format_markdown(result))
+    print()
+    publish(format_markdown(result), title=f"Diffusion against diffusers ({args.device})",
+            write=args.write)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -49,8 +49,10 @@ def slug(text: str) -> str:
 
 
 def run_one(name: str, spec: str, seed: int, *, steps: int, n: int, out: Path,
-            num_images: int | None) -> dict:
-    model_args, overrides = VARIANTS[name]
+            num_images: int | None, variant: tuple[dict, dict] | None = None) -> dict:
+    """Train (unless its run directory holds it) and score one variant: ``VARIANTS[name]``,
+    or the (model args, train overrides) of ``variant``."""
+    model_args, overrides = variant if variant is not None else VARIANTS[name]
     tag = f"{spec}-{'small-' if num_images else ''}{slug(name)}-s{seed}"
     run = out / tag
     if not (run / "eval.json").exists():

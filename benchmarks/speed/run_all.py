@@ -37,8 +37,10 @@ def main() -> None:
     report(rows, peak, args, " ".join(["python", *sys.argv]),
            f"Speed: training and sampling ({args.device})")
     if args.diffusers:
+        extra = (["--threads", str(args.threads)] if args.threads else []) + \
+            (["--write", args.write] if args.write else [])
         subprocess.run([sys.executable, str(ROOT / "diffusion_speed.py"), "--device",
-                        args.device], check=True)
+                        args.device, *extra], check=True)
 
 
 if __name__ == "__main__":

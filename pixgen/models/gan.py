@@ -9,7 +9,10 @@ Every GAN takes the same options (constructor arguments, so ``--set model.loss=h
 
 - ``loss``: ``ns`` (non-saturating), ``hinge``, ``ls`` (least squares) or ``wgan-gp``.
 - ``spectral_norm``: spectral normalisation of every discriminator layer (Miyato et al. 2018).
-- ``r1_gamma``: the R1 gradient penalty on real images (Mescheder et al. 2018).
+- ``r1_gamma``: the R1 gradient penalty on real images (Mescheder et al. 2018);
+  ``r1_every``: apply it on every k-th discriminator step only, with k times the weight
+  (lazy regularisation, Karras et al. 2020, "Analyzing and Improving the Image Quality of
+  StyleGAN", section 3.1), which saves most of its cost: its double backward.
 - ``augment``: differentiable augmentation of everything the discriminator sees
   (Zhao et al. 2020; :mod:`pixgen.nn.augment`).
 
@@ -108,15 +111,19 @@ class GAN(LatentInpainting, GenerativeModel):
         return self._modules.get("label_embedding")
 
     def configure(self, *, loss: str, spectral_norm: bool, r1_gamma: float,
-                  augment: str) -> None:
+                  augment: str, r1_every: int = 1) -> None:
         """Validate and apply the GAN options shared by every GAN (see the module docs)."""
         if loss not in LOSSES:
             raise ConfigError(f"unknown GAN loss {loss!r}; use one of {', '.join(LOSSES)} "
                               f"(--set model.loss=hinge)")
         if r1_gamma < 0:
             raise ConfigError(f"model.r1_gamma must be >= 0, not {r1_gamma}")
+        if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
+            raise ConfigError(f"model.r1_every must be a whole number >= 1 (1: R1 on every "
+                              f"step), not {r1_every!r}")
         self.loss = loss
         self.r1_gamma = float(r1_gamma)
+        self.r1_every = r1_every
         self.policy = parse_policy(augment)
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
@@ -160,7 +167,8 @@ class GAN(LatentInpainting, GenerativeModel):
                             f"subfolders, or a labelled dataset such as digits or shapes)")
         fake = self.generate(randn(len(real), self.z_dim, device=real.device), labels)
 
-        real_in = real.detach().requires_grad_(True) if self.r1_gamma > 0 else real
+        r1_now = self.r1_gamma > 0 and step % self.r1_every == 0
+        real_in = real.detach().requires_grad_(True) if r1_now else real
         d_real = self.critic(self._augmented(real_in), labels)
         d_fake = self.critic(self._augmented(fake.detach()), labels)
         d_loss = discriminator_loss(self.loss, d_real, d_fake)
@@ -171,10 +179,11 @@ class GAN(LatentInpainting, GenerativeModel):
         if self.loss == "ns":
             logs["p_real"] = torch.sigmoid(d_real).mean().detach()
             logs["p_fake"] = torch.sigmoid(d_fake).mean().detach()
-        if self.r1_gamma > 0:
-            # R1 (Mescheder et al. 2018, eq. 9): gamma/2 * E ||grad_x D(x)||^2 on real data.
+        if r1_now:
+            # R1 (Mescheder et al. 2018, eq. 9): gamma/2 * E ||grad_x D(x)||^2 on real data,
+            # lazily every r1_every steps with r1_every times the weight (StyleGAN2, 3.1)
             r1 = input_gradient_norm2(d_real, real_in).mean()
-            d_loss = d_loss + 0.5 * self.r1_gamma * r1
+            d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1
             logs["r1"] = r1.detach()
         if self.loss == "wgan-gp":
             # Gulrajani et al. (2017), eq. 3: (||grad D(x_hat)|| - 1)^2 on random interpolates.
@@ -237,13 +246,15 @@ class MLPGAN(GAN):
         loss: ns, hinge, ls or wgan-gp.
         spectral_norm: spectral normalisation in the discriminator.
         r1_gamma: weight of the R1 penalty on real images (0: off).
+        r1_every: the R1 penalty on every k-th discriminator step only, k times as heavy
+            (lazy regularisation as in StyleGAN2; 1: every step).
         augment: differentiable augmentation, e.g. "translation,color,cutout" ("": off).
     """
 
     def __init__(self, *, image_size: int = 28, channels: int = 1, z_dim: int = 100,
                  hidden: list[int] = (128, 128),  # type: ignore[assignment]
                  loss: str = "ns", spectral_norm: bool = False, r1_gamma: float = 0.0,
-                 augment: str = "") -> None:
+                 r1_every: int = 1, augment: str = "") -> None:
         super().__init__()
         self.z_dim = z_dim
         self.shape = (channels, image_size, image_size)
@@ -260,7 +271,7 @@ class MLPGAN(GAN):
             d += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
         self.discriminator = nn.Sequential(*d, nn.Linear(widths[-1], 1), nn.Flatten(0))
         self.configure(loss=loss, spectral_norm=spectral_norm, r1_gamma=r1_gamma,
-                       augment=augment)
+                       r1_every=r1_every, augment=augment)
 
 
 class DCGANGenerator(nn.Sequential):
@@ -326,6 +337,8 @@ _GAN_ARGS_DOC = """
         loss: ns (non-saturating), hinge, ls (least squares) or wgan-gp.
         spectral_norm: spectral normalisation of every discriminator layer.
         r1_gamma: weight of the R1 penalty on real images (0: off).
+        r1_every: the R1 penalty on every k-th discriminator step only, k times as heavy
+            (lazy regularisation as in StyleGAN2; 1: every step).
         augment: differentiable augmentation (DiffAugment), a comma-separated list of
             translation, color, cutout ("": off).
         disc_norm: batch norm in the discriminator: auto (batch norm unless wgan-gp or
@@ -349,7 +362,8 @@ class DCGAN(GAN):
     # and recall of every option on both digits and shapes, for about 1.4x the step time.
     def __init__(self, *, image_size: int = 32, channels: int = 3, z_dim: int = 100,
                  width: int = 64, loss: str = "ns", spectral_norm: bool = False,
-                 r1_gamma: float = 1.0, augment: str = "", disc_norm: str = "auto") -> None:
+                 r1_gamma: float = 1.0, r1_every: int = 1, augment: str = "",
+                 disc_norm: str = "auto") -> None:
         super().__init__()
         self.z_dim = z_dim
         self.generator = DCGANGenerator(image_size=image_size, channels=channels, in_dim=z_dim,
@@ -359,7 +373,7 @@ class DCGAN(GAN):
             batch_norm=_disc_batch_norm(disc_norm, loss=loss, spectral_norm=spectral_norm))
         dcgan_init(self)
         self.configure(loss=loss, spectral_norm=spectral_norm, r1_gamma=r1_gamma,
-                       augment=augment)
+                       r1_every=r1_every, augment=augment)
 
 
 @MODELS.register("cgan", help="class-conditional DCGAN: label embedding in the generator, "
@@ -382,8 +396,8 @@ class ConditionalDCGAN(GAN):
 
     def __init__(self, *, image_size: int = 32, channels: int = 3, num_classes: int = 10,
                  z_dim: int = 100, width: int = 64, embed_dim: int = 32, loss: str = "hinge",
-                 spectral_norm: bool = True, r1_gamma: float = 0.0, augment: str = "",
-                 disc_norm: str = "auto") -> None:
+                 spectral_norm: bool = True, r1_gamma: float = 0.0, r1_every: int = 1,
+                 augment: str = "", disc_norm: str = "auto") -> None:
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"cgan needs at least 2 classes, not {num_classes}; train it on "
@@ -402,7 +416,7 @@ class ConditionalDCGAN(GAN):
         if spectral_norm:
             apply_spectral_norm(self.projection)
         self.configure(loss=loss, spectral_norm=spectral_norm, r1_gamma=r1_gamma,
-                       augment=augment)
+                       r1_every=r1_every, augment=augment)
 
     def critic_modules(self) -> list[nn.Module]:
         return [self.discriminator, self.projection]

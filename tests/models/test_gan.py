@@ -47,6 +47,43 @@ def test_r1_and_gradient_penalty_are_logged_and_differentiable():
         assert all(p.grad is not None for p in model.discriminator.parameters())
 
 
+def test_lazy_r1_every_kth_step_with_k_times_the_weight():
+    """r1_every=k: the penalty only on steps divisible by k, weighted k * gamma / 2, so the
+    discriminator's gradient on those steps is that of an every-step model's loss plus
+    (k - 1) more of the penalty; on other steps it is the loss without any penalty."""
+    x = torch.rand(6, 1, 16, 16) * 2 - 1
+
+    def d_grads(model, step, seed=0):
+        torch.manual_seed(seed)
+        model.zero_grad()
+        _, d_loss, logs = next(model.training_losses(Batch(x), step))
+        d_loss.backward()
+        return [p.grad.clone() for p in model.discriminator.parameters()], logs
+
+    torch.manual_seed(0)
+    base = DCGAN(image_size=16, channels=1, width=8, z_dim=8, r1_gamma=2.0)
+    lazy = DCGAN(image_size=16, channels=1, width=8, z_dim=8, r1_gamma=2.0, r1_every=4)
+    plain = DCGAN(image_size=16, channels=1, width=8, z_dim=8, r1_gamma=0.0)
+    lazy.load_state_dict(base.state_dict())
+    plain.load_state_dict(base.state_dict())
+    for m in (base, lazy, plain):
+        m.train()
+    g_every, logs_every = d_grads(base, 4)
+    g_lazy, logs_lazy = d_grads(lazy, 4)
+    g_plain, logs_plain = d_grads(plain, 4)
+    assert logs_lazy["r1"] == pytest.approx(logs_every["r1"].item(), rel=1e-5)
+    for e, z, p in zip(g_every, g_lazy, g_plain):  # lazy = plain + 4 (every - plain)
+        torch.testing.assert_close(z, p + 4 * (e - p), rtol=1e-4, atol=1e-6)
+    for step in (1, 2, 3, 5):
+        g_off, logs_off = d_grads(lazy, step)
+        assert "r1" not in logs_off
+        for z, p in zip(g_off, d_grads(plain, step)[0]):
+            torch.testing.assert_close(z, p)
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(ConfigError, match="r1_every"):
+            DCGAN(image_size=16, width=8, r1_every=bad)
+
+
 def test_spectral_norm_bounds_every_discriminator_layer():
     model = DCGAN(image_size=16, channels=3, width=8, spectral_norm=True)
     x = torch.randn(16, 3, 16, 16)
