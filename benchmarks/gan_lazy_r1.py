@@ -20,7 +20,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, publish  # noqa: E402
-from gan_options import BATCH, SIZE, WIDTH, run_one  # noqa: E402
+from gan_options import BATCH, SIZE, WIDTH, mean_sd, run_one  # noqa: E402
 
 
 def speed(every: list[int], spec: str, *, steps: int, rounds: int) -> dict[int, float]:
@@ -102,18 +101,14 @@ def main() -> None:
         print(f"speed on {spec}: " + ", ".join(f"every {k}: {v:.0f} img/s" for k, v in r.items()),
               flush=True)
 
-    def stat(vals: list[float], fmt: str) -> str:
-        text = fmt.format(statistics.mean(vals))
-        return text + (f" ± {fmt.format(statistics.stdev(vals))}" if len(vals) > 1 else "")
-
     head = " | ".join(f"{d} FID | recall | img/s" for d in datasets)
     lines = [f"| R1 on | {head} |", "|---" * (1 + 3 * len(datasets)) + "|"]
     for k in every:
         row = []
         for d in datasets:
             rs = cells[k, d]
-            row += [stat([r["fid"] for r in rs], "{:.1f}"), stat([r["recall"] for r in rs],
-                                                                 "{:.2f}"),
+            row += [mean_sd([r["fid"] for r in rs], "{:.1f}"),
+                    mean_sd([r["recall"] for r in rs], "{:.2f}"),
                     f"{rates[d][k]:.0f}" + (f" ({rates[d][k] / rates[d][1]:.2f}x)"
                                             if 1 in every and k != 1 else "")]
         label = "every step" if k == 1 else f"every {k} steps, weight x{k}"

@@ -44,6 +44,12 @@ VARIANTS = {k: ({"r1_gamma": 0.0, **m}, t) for k, (m, t) in VARIANTS.items()}
 SMALL = {"ns (DCGAN baseline)", "ns + DiffAugment", "ns + spectral norm"}
 
 
+def mean_sd(vals: list[float], fmt: str) -> str:
+    """'mean ± standard deviation' of the seeds' values (the mean alone for one seed)."""
+    text = fmt.format(statistics.mean(vals))
+    return text + (f" ± {fmt.format(statistics.stdev(vals))}" if len(vals) > 1 else "")
+
+
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
 
@@ -105,10 +111,7 @@ def main() -> None:
         rs = table.get((name, col))
         if not rs:
             return ""
-        vals = [r[key] for r in rs]
-        fmt = "{:.1f}" if key == "fid" else "{:.2f}"
-        text = fmt.format(statistics.mean(vals))
-        return text + (f" ± {fmt.format(statistics.stdev(vals))}" if len(vals) > 1 else "")
+        return mean_sd([r[key] for r in rs], "{:.1f}" if key == "fid" else "{:.2f}")
 
     cols = datasets + (["small"] if args.small else [])
     head = " | ".join(f"{'%s %d imgs' % (small_spec, args.small) if c == 'small' else c} "
