@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
     args = ap.parse_args()
     every = [int(k) for k in args.every.split(",")]
+    if any(args.speed_steps % k for k in every):
+        raise SystemExit(f"--speed-steps {args.speed_steps} must be a multiple of every "
+                         f"r1_every ({args.every}), so that each round has its share of R1 steps")
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = args.datasets.split(",")
     cells: dict[tuple[int, str], list[dict]] = {}

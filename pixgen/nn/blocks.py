@@ -79,8 +79,8 @@ class Dropout(nn.Module):
 
     A drop-in for ``nn.Dropout`` (no parameters, so checkpoints are unchanged) that is
     faster on the CPU: its mask comes from :func:`dropout_keep_mask` (``p`` rounded to a
-    multiple of 2^-15). On other devices, whose fused dropout kernels are fast, and inside
-    ``torch.compile``, it is ``F.dropout``.
+    multiple of 2^-15). On other devices, whose fused dropout kernels are fast, inside
+    ``torch.compile``, and for p within 2^-16 of 0 or 1, it is ``F.dropout``.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -92,7 +92,10 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or self.p == 1.0 or not x.is_floating_point() \
+        # the packed mask only where p rounds to a threshold strictly inside (0, 2^15):
+        # below that it would never drop, above it would divide by zero
+        packed = 0 < round(self.p * 2**MASK_BITS) < 2**MASK_BITS
+        if x.device.type != "cpu" or not packed or not x.is_floating_point() \
                 or torch.compiler.is_compiling():  # inductor generates its own fused mask
             return F.dropout(x, self.p, training=True)
         return x * dropout_keep_mask(x, self.p)  # autograd keeps only the mask

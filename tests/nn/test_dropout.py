@@ -63,6 +63,13 @@ def test_layout_dtype_eval_and_determinism():
     assert drop(x) is x
     assert Dropout(0.0).train()(x) is x
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    # p within 2^-16 of 0 or 1 takes torch's exact path: it still drops (the packed mask
+    # would never drop), and it does not divide by a zero keep rate
+    torch.manual_seed(0)
+    ones = torch.ones(1 << 20)
+    assert (Dropout(4e-6)(ones) == 0).sum() > 0
+    near_one = Dropout(0.99999)(ones)
+    assert torch.isfinite(near_one).all() and 0 < (near_one != 0).sum() < 100
     for p in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="dropout probability"):
             Dropout(p)
