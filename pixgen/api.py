@@ -210,7 +210,8 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
         print(f"{cfg.model}: stage one, training {cls.stage_one} into {out} (then the prior; "
               f"or start from a finished {cls.stage_one} run with --from RUN)")
     train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
-          seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress)
+          seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress,
+          **cls.stage_one_args(cfg.model_args))
     return out
 
 

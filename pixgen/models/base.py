@@ -269,6 +269,12 @@ class PixgenModel(nn.Module):
                               f"{cls.registered_name} run (to fine-tune it), not a {name!r} run")
         return dict(config)
 
+    @classmethod
+    def stage_one_args(cls, model_args: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments of the stage-one model (``stage_one``) that a two-stage run
+        without ``--from`` trains first, taken from this model's arguments. Default: none."""
+        return {}
+
     def load_pretrained(self, source: PixgenModel) -> None:
         """Take weights from ``source``, the loaded model of the ``--from`` run."""
         self.load_state_dict(source.state_dict())

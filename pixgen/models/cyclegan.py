@@ -108,23 +108,37 @@ class ImagePool(nn.Module):
         self.size = size
         self.register_buffer("images", torch.zeros(size, *shape), persistent=False)
         self.register_buffer("count", torch.zeros((), dtype=torch.long), persistent=False)
+        self._count: int | None = 0  # the fill level on the host
 
     @torch.no_grad()
     def query(self, images: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
             return images
+        if self._count is None:  # the fill level is read back once, then kept on the host
+            self._count = int(self.count)
         out = images.clone()
-        count = int(self.count)  # one host sync per step; pools are small
-        for i in range(len(images)):
-            if count < self.size:
-                self.images[count] = images[i].float()
-                count += 1
-            elif bool(torch.rand((), device=images.device) < 0.5):
-                j = int(torch.randint(self.size, (), device=images.device))
-                out[i] = self.images[j].to(out.dtype)
-                self.images[j] = images[i].float()
-        self.count.fill_(count)
+        fill = min(self.size - self._count, len(images))
+        if fill > 0:  # filling up: store and pass on
+            self.images[self._count:self._count + fill] = images[:fill].float()
+            self._count += fill
+            self.count.fill_(self._count)
+        rest = len(images) - fill
+        if rest > 0:
+            # one image at a time, so that two images drawing the same slot see each other,
+            # but with no host synchronisation: the coin and the slot stay on the device
+            swap = torch.rand(rest, device=images.device) < 0.5
+            slots = torch.randint(self.size, (rest,), device=images.device)
+            for i in range(rest):
+                slot = slots[i:i + 1]
+                stored = self.images.index_select(0, slot)
+                new = images[fill + i:fill + i + 1].float()
+                out[fill + i] = torch.where(swap[i], stored, new)[0].to(out.dtype)
+                self.images.index_copy_(0, slot, torch.where(swap[i], new, stored))
         return out
+
+    def _forget_count(self) -> None:
+        """The pool's buffers were overwritten (a resumed run): read the fill level again."""
+        self._count = None
 
 
 @MODELS.register("cyclegan", help="CycleGAN (Zhu et al. 2017): unpaired translation between "
@@ -223,6 +237,7 @@ class CycleGAN(PixgenModel):
         for key, value in state.items():
             pool, name = key.split(".")
             getattr(getattr(self, pool), name).copy_(value)
+            getattr(self, pool)._forget_count()
 
     @torch.no_grad()
     def translate(self, images: torch.Tensor, *, direction: str = "AtoB") -> torch.Tensor:

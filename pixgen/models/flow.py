@@ -15,6 +15,7 @@ from pixgen.likelihood import bits_per_dim, continuous_nll_to_discrete, dequanti
 from pixgen.models.base import Batch, LikelihoodModel, randint, randn
 from pixgen.utils import distributed
 from pixgen.models.latent import LatentInpainting
+from pixgen.nn.blocks import DataInitialized
 from pixgen.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -53,7 +54,7 @@ def _global_channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.to(x.dtype), std.to(x.dtype)
 
 
-class ActNorm(nn.Module):
+class ActNorm(DataInitialized):
     """Per-channel affine y = (x + loc) * exp(log_scale), initialised from the first training
     batch so that y has zero mean and unit variance per channel (Glow, sec. 3.1)."""
 
@@ -64,7 +65,7 @@ class ActNorm(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and not bool(self.initialized):
+        if self.training and self.needs_init():
             with torch.no_grad():
                 if distributed.active():  # statistics of the global batch
                     mean, std = _global_channel_stats(x)
@@ -74,7 +75,7 @@ class ActNorm(nn.Module):
                         else torch.ones_like(mean)
                 self.loc.copy_(-mean)
                 self.log_scale.copy_(-torch.log(std + 1e-6))
-                self.initialized.fill_(True)
+                self.mark_initialized()
         y = (x + self.loc) * torch.exp(self.log_scale)
         logdet = self.log_scale.sum() * x.shape[2] * x.shape[3]
         return y, logdet.expand(x.shape[0])

@@ -211,6 +211,12 @@ class VQVAEPrior(LikelihoodModel):
                               f"not a {name!r} run")
         return {"vqvae": config}
 
+    @classmethod
+    def stage_one_args(cls, model_args: dict[str, Any]) -> dict[str, Any]:
+        # the VQ-VAE's architecture (model.vqvae); its image format comes from the data
+        return {k: v for k, v in (model_args.get("vqvae") or {}).items()
+                if k not in ("image_size", "channels")}
+
     def load_pretrained(self, source: PixgenModel) -> None:
         self.vqvae.load_state_dict(source.state_dict())
 

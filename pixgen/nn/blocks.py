@@ -102,3 +102,31 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class DataInitialized(nn.Module):
+    """Base of layers initialised from their first training batch (Glow's ActNorm, the
+    VQ-VAE codebook). Subclasses register a boolean buffer ``initialized`` (saved with the
+    weights, so a loaded model is not initialised again).
+
+    :meth:`needs_init` reads that buffer back from the device once and then remembers it on
+    the host, so a training step does not wait for the GPU to answer "initialised yet?".
+    Loading a state dict forgets the remembered value.
+    """
+
+    initialized: torch.Tensor
+    _initialized_on_host = False
+
+    def needs_init(self) -> bool:
+        """True until the layer has been initialised (one device read per load)."""
+        if not self._initialized_on_host:
+            self._initialized_on_host = bool(self.initialized)
+        return not self._initialized_on_host
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._initialized_on_host = True
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._initialized_on_host = False

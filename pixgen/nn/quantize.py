@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from pixgen.nn.blocks import DataInitialized
 from pixgen.utils import distributed
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(DataInitialized):
     """Nearest-code quantisation of (N, D, H, W) feature maps.
 
     The codebook is not trained by gradients: each code is the exponential moving average of
@@ -62,7 +62,7 @@ class VectorQuantizer(nn.Module):
         idx = self.indices(z)
         zq = self.lookup(idx).to(z.dtype)
         commitment = F.mse_loss(z.float(), zq.float().detach())
-        counts = torch.bincount(idx.flatten(), minlength=self.num_codes).float()
+        counts = self._one_hot(idx.flatten()).sum(0)  # bincount would read back max(idx)
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-12))).sum())
         stats = {"perplexity": perplexity, "usage": (counts > 0).float().mean()}
@@ -70,16 +70,16 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor) -> None:
-        if not bool(self.initialized):
+        if self.needs_init():
             pick = torch.randint(len(flat), (self.num_codes,), device=flat.device)
             self.codebook.copy_(flat[pick])
             self.ema_count.fill_(self._fresh_count)
             self.ema_sum.copy_(flat[pick] * self._fresh_count)
-            self.initialized.fill_(True)
+            self.mark_initialized()
             distributed.broadcast_(self.codebook, self.ema_count, self.ema_sum)  # rank 0's
         dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
                 + self.codebook.pow(2).sum(1)[None])
-        onehot = F.one_hot(dist.argmin(1), self.num_codes).float()
+        onehot = self._one_hot(dist.argmin(1))
         counts, sums = onehot.sum(0), onehot.t() @ flat
         distributed.all_reduce_sum_(counts, sums)  # the global batch's statistics
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
@@ -88,14 +88,22 @@ class VectorQuantizer(nn.Module):
         smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
         if self.restart_threshold > 0:
+            # every code draws a batch vector; only the dead ones take it. Selecting with
+            # `where` rather than indexing by the dead codes keeps the step free of host
+            # synchronisation (the number of dead codes is never read back)
             dead = self.ema_count < self.restart_threshold
-            k = int(dead.sum())
-            if k:
-                pick = torch.randint(len(flat), (k,), device=flat.device)
-                self.codebook[dead] = flat[pick]
-                self.ema_count[dead] = self._fresh_count
-                self.ema_sum[dead] = flat[pick] * self._fresh_count
-                distributed.broadcast_(self.codebook, self.ema_count, self.ema_sum)
+            pick = flat[torch.randint(len(flat), (self.num_codes,), device=flat.device)]
+            self.codebook.copy_(torch.where(dead[:, None], pick, self.codebook))
+            self.ema_count.masked_fill_(dead, self._fresh_count)
+            self.ema_sum.copy_(torch.where(dead[:, None], pick * self._fresh_count,
+                                           self.ema_sum))
+            distributed.broadcast_(self.codebook, self.ema_count, self.ema_sum)  # rank 0's
+
+    def _one_hot(self, indices: torch.Tensor) -> torch.Tensor:
+        """Float one-hot rows (len(indices), num_codes) of 1-D code indices. Unlike
+        F.one_hot, it never reads the indices' range back to the host."""
+        codes = torch.arange(self.num_codes, device=indices.device)
+        return (indices[:, None] == codes).float()
 
     @property
     def _fresh_count(self) -> float:

@@ -380,8 +380,12 @@ class Trainer:
         try:
             self.model.load_pretrained(pretrained)
         except RuntimeError as e:
+            # load_state_dict's first line only says "Error(s) in loading ..."; the next
+            # names the first mismatched tensor
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            why = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
             raise CheckpointError(f"--from {source}: its weights do not fit this "
-                                  f"{self.cfg.model} model ({str(e).splitlines()[0]}); keep "
+                                  f"{self.cfg.model} model ({why[:300]}); keep "
                                   f"the architecture settings of that run") from None
         if self.ema is not None:
             self.ema.model.load_state_dict(self.model.state_dict())

@@ -91,3 +91,19 @@ def test_glow_learns_digits(tmp_path):
         torch.manual_seed(0)
         bpd.append(model.nll_bits_per_dim(test).mean().item())
     assert bpd[1] < bpd[0] - 0.5, bpd
+
+
+def test_actnorm_initialises_once_and_again_after_loading_a_fresh_state():
+    """The initialised flag is remembered on the host (no device read per step), but a
+    loaded state dict is believed."""
+    layer = ActNorm(3).train()
+    fresh = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = 5 + 2 * torch.randn(64, 3, 4, 4)
+    y, _ = layer(x)
+    assert y.mean().abs() < 1e-4 and (y.std() - 1).abs() < 0.05
+    before = layer.loc.detach().clone()
+    layer(10 * x)  # already initialised: the data-dependent start does not run again
+    assert torch.equal(layer.loc, before)
+    layer.load_state_dict(fresh)
+    y, _ = layer(10 * x)
+    assert bool(layer.initialized) and y.std().sub(1).abs() < 0.05

@@ -103,3 +103,23 @@ def test_vqvae_logs_reconstruction_and_codebook_metrics(tmp_path):
     for key in ("model/mse", "model/psnr", "model/perplexity", "model/usage",
                 "model/bpd_uniform"):
         assert key in keys
+
+
+def test_two_stage_run_trains_the_vqvae_it_is_given(tmp_path):
+    """model.vqvae sets stage one's architecture (it was once ignored: stage one trained a
+    default VQ-VAE, and the prior then refused its weights)."""
+    prior = pixgen.train("vqvae-prior", data="digits", steps=2, stage1_steps=2, batch_size=16,
+                         image_size=16, out=tmp_path / "both", progress=False,
+                         overrides=tiny_overrides(), vqvae=TINY_VQ, **TINY_PRIOR)
+    stage1 = json.loads((tmp_path / "both" / "stage1" / "config.json").read_text())
+    assert {k: stage1["config"][k] for k in TINY_VQ} == TINY_VQ
+    assert prior.vqvae.num_codes == TINY_VQ["num_codes"]
+
+
+def test_from_a_run_of_another_architecture_names_the_tensor(tmp_path):
+    common = dict(data="digits", steps=1, batch_size=16, image_size=16, progress=False,
+                  overrides=tiny_overrides())
+    pixgen.train("vqvae", out=tmp_path / "vq", **TINY_VQ, **common)
+    with pytest.raises(PixgenError, match=r"do not fit this vqvae model \(.*size mismatch"):
+        pixgen.train("vqvae", from_run=tmp_path / "vq", out=tmp_path / "wider",
+                     **{**TINY_VQ, "width": 16}, **common)
