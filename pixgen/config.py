@@ -76,6 +76,10 @@ class TrainConfig:
             seen so far (EDM, Karras et al. 2022); 0 disables the ramp-up.
         precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
         compile: wrap the model's networks with torch.compile.
+        channels_last: train on channels-last tensors (true) or contiguous NCHW ones (false);
+            None uses the model's preference, measured on a CPU (channels-last for the GANs,
+            VAE, VQ-VAE and PixelCNN; NCHW for diffusion, CycleGAN, Glow and the SR models,
+            whose group/instance norms and channel slicing run slower channels-last).
         log_every: steps between logged metrics (metrics.jsonl, TensorBoard, progress bar).
         sample_every: steps between sample grids in samples/; 0 disables.
         ckpt_every: steps between checkpoints; 0 saves only at the end.
@@ -108,6 +112,7 @@ class TrainConfig:
     ema_rampup: float = 0.05
     precision: str = "auto"
     compile: bool = False
+    channels_last: bool | None = None
     log_every: int = 50
     sample_every: int = 500
     ckpt_every: int = 1000

@@ -9,7 +9,8 @@ them):
   PIL into a normalised float tensor and makes shuffled batches. Each parameter group the
   model yields gets ``zero_grad`` / ``backward`` / ``step`` with a plain ``torch.optim.AdamW``
   (for-each implementation), fp32, contiguous NCHW, and every loss is read back with
-  ``.item()``. It runs with 0 and 2 loader workers; the faster one is the baseline.
+  ``.item()``. It runs with 0 and 2 loader workers (0 and 4 on a GPU machine); the faster one
+  is the baseline.
 - **pixgen**: ``pixgen.train`` itself, the real trainer. On the device it keeps the data as
   one uint8 tensor and forms batches by index gathers. It uses channels-last, fused AdamW,
   bf16 autocast on CUDA, and reads losses back only at log steps. Its rate comes from the
@@ -167,7 +168,8 @@ def classic_training(setup: Setup, device: str, steps: int, warmup: int,
 
 
 def pixgen_training(setup: Setup, device: str, steps: int, warmup: int,
-                    compile: bool = False) -> dict[str, float]:
+                    compile: bool = False, channels_last: bool | None = None
+                    ) -> dict[str, float]:
     """``pixgen.train``; images/s after warm-up, then sampling images/s of the model."""
     import pixgen
 
@@ -181,7 +183,8 @@ def pixgen_training(setup: Setup, device: str, steps: int, warmup: int,
                              overrides={"train.log_every": every, "train.sample_every": 0,
                                         "train.ckpt_every": 0, "train.tensorboard": False,
                                         "data.channels": setup.channels,
-                                        "train.compile": compile},
+                                        "train.compile": compile,
+                                        "train.channels_last": channels_last},
                              **setup.args)
         lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     seconds = {x["step"]: x["seconds"] for x in lines}
@@ -296,7 +299,7 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure(setup: Setup, *, device: str, steps: int, warmup: int, workers: list[int],
             peak: float, threads: int | None, compile: bool = False,
-            repeats: int = 2) -> dict[str, Any]:
+            repeats: int = 2, channels_last: bool | None = None) -> dict[str, Any]:
     """Every figure for one setup. The two loops take turns, ``repeats`` rounds; each
     keeps its best round (a shared machine only ever slows a run down)."""
     classic: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
@@ -311,7 +314,8 @@ def measure(setup: Setup, *, device: str, steps: int, warmup: int, workers: list
             print(f"  classic loop, {w} workers: {classic[w][-1]['rate']:.1f} img/s",
                   flush=True)
         ours_runs.append(isolated("pixgen_training", threads, setup=setup, device=device,
-                                  steps=steps, warmup=warmup, compile=compile))
+                                  steps=steps, warmup=warmup, compile=compile,
+                                  channels_last=channels_last))
         print(f"  pixgen: {ours_runs[-1]['rate']:.1f} img/s", flush=True)
     classic_best = {w: _best(runs) for w, runs in classic.items()}
     best = max(classic_best, key=lambda w: classic_best[w]["rate"])
@@ -353,15 +357,29 @@ def parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=40, help="timed training steps")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
-    ap.add_argument("--workers", default="0,2", help="loader workers tried for the baseline")
+    ap.add_argument("--workers", default=None,
+                    help="loader workers tried for the baseline (default: 0,2 on a CPU, 0,4 "
+                         "on a GPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per process")
     ap.add_argument("--models", default=None, help="comma-separated subset of the setups")
+    ap.add_argument("--setups", choices=["auto", "cpu", "gpu"], default="auto",
+                    help="the families' CPU-sized or GPU-sized setups (auto: by --device; "
+                         "only diffusion has a GPU size, DDPM's CIFAR-10 U-Net)")
     ap.add_argument("--compile", action="store_true", help="pixgen with torch.compile")
+    ap.add_argument("--channels-last", choices=["auto", "true", "false"], default="auto",
+                    help="pixgen's train.channels_last (auto: each model's preference)")
     ap.add_argument("--repeats", type=int, default=2,
                     help="rounds of the two loops, taking turns; each keeps its best")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     ap.add_argument("--write", default=None, help="update this BENCHMARKS.md section")
     return ap
+
+
+def choose_setups(setups: list[Setup], gpu_setups: list[Setup] | None,
+                  args: argparse.Namespace) -> list[Setup]:
+    """A family's GPU-sized setups (where it has them) on a GPU or with --setups gpu."""
+    gpu = args.setups == "gpu" or (args.setups == "auto" and args.device.startswith("cuda"))
+    return gpu_setups if gpu and gpu_setups else setups
 
 
 def run_family(family: str, setups: list[Setup], args: argparse.Namespace,
@@ -375,13 +393,16 @@ def run_family(family: str, setups: list[Setup], args: argparse.Namespace,
         print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']}, "
               f"{peak['n']}x{peak['n']})", flush=True)
     chosen = [s for s in setups if not args.models or s.model in args.models.split(",")]
+    workers = args.workers or ("0,4" if args.device.startswith("cuda") else "0,2")
     rows = []
     for setup in chosen:
         print(f"{family}: {setup.label}", flush=True)
         rows.append(measure(setup, device=args.device, steps=args.steps, warmup=args.warmup,
-                            workers=[int(w) for w in args.workers.split(",")],
+                            workers=[int(w) for w in workers.split(",")],
                             peak=peak["flops"], threads=args.threads, compile=args.compile,
-                            repeats=args.repeats))
+                            repeats=args.repeats,
+                            channels_last={"auto": None, "true": True, "false": False}[
+                                args.channels_last]))
     return rows
 
 
@@ -408,11 +429,12 @@ def report(rows: list[dict[str, Any]], peak: dict[str, Any], args: argparse.Name
     return body
 
 
-def family_main(family: str, setups: list[Setup], doc: str) -> None:
+def family_main(family: str, setups: list[Setup], doc: str,
+                gpu_setups: list[Setup] | None = None) -> None:
     """The command line of one family script."""
     args = parser(doc.split("\n")[0]).parse_args()
     peak = isolated("gemm_peak", args.threads, device=args.device)
     print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s", flush=True)
-    rows = run_family(family, setups, args, peak)
+    rows = run_family(family, choose_setups(setups, gpu_setups, args), args, peak)
     report(rows, peak, args, " ".join(["python", *sys.argv]),
            f"Speed: {family} ({args.device})")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import ROOT, isolated, parser, report, run_family
+from common import ROOT, choose_setups, isolated, parser, report, run_family
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = ["gan", "vae", "vqvae", "pixelcnn", "flow", "diffusion"]
@@ -33,9 +33,13 @@ def main() -> None:
         spec = importlib.util.spec_from_file_location(f"speed_{family}", HERE / f"{family}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        rows += run_family(family, module.SETUPS, args, peak)
+        setups = choose_setups(module.SETUPS, getattr(module, "GPU_SETUPS", None), args)
+        rows += run_family(family, setups, args, peak)
+    # a subset of the families (a GPU lease's 10-minute calls) gets its own section
+    chosen = args.families.split(",")
+    subset = "" if sorted(chosen) == sorted(FAMILIES) else f"; {', '.join(chosen)}"
     report(rows, peak, args, " ".join(["python", *sys.argv]),
-           f"Speed: training and sampling ({args.device})")
+           f"Speed: training and sampling ({args.device}{subset})")
     if args.diffusers:
         extra = (["--threads", str(args.threads)] if args.threads else []) + \
             (["--write", args.write] if args.write else [])

@@ -330,8 +330,9 @@ class Trainer:
             **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
         # Convolutions run faster on channels-last tensors with cuDNN (tensor cores); on a
         # 2-core Xeon it gave dcgan 1.3x before R1 became its default, and is a wash since.
-        self.channels_last = model_cls.prefers_channels_last and \
-            any(p.ndim == 4 for p in self.model.parameters())
+        prefers = model_cls.prefers_channels_last if t.channels_last is None \
+            else t.channels_last
+        self.channels_last = prefers and any(p.ndim == 4 for p in self.model.parameters())
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.world_size > 1:

@@ -6,10 +6,13 @@ queued behind the current one. docs/distributed.md promises that losses are read
 log steps. This is checked here on the CPU, where the same calls reach the same ATen
 operators: a dispatch mode counts the operators that synchronise on CUDA, and a run of 8 steps
 must make exactly as many as a run of 4 (set-up, the last log step and the final checkpoint
-are the same in both; the 4 extra steps must add none).
+are the same in both; the 4 extra steps must add none). On a CUDA machine the same comparison
+runs again with CUDA's own detector, ``torch.cuda.set_sync_debug_mode("warn")``.
 """
 
 import collections
+import contextlib
+import warnings
 
 import pytest
 import torch
@@ -51,20 +54,40 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def _syncs(name, tmp_path, steps, overrides):
+@contextlib.contextmanager
+def _counting(device):
+    """Counts host synchronisations: by operator on the CPU, by CUDA's detector (with the
+    Python line that synchronised) on a GPU."""
+    if device == "cpu":
+        with SyncCounter() as counter:
+            yield counter.counts
+        return
+    counts: collections.Counter[str] = collections.Counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield counts
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    counts.update(f"{w.filename}:{w.lineno}" for w in caught
+                  if "synchroniz" in str(w.message))
+
+
+def _syncs(name, tmp_path, steps, overrides, device):
     data = {"cyclegan": "shapes-ab", "vqvae-prior": "shapes"}.get(name, "digits")
-    with SyncCounter() as counter:
-        pixgen.train(name, data=data, steps=steps, batch_size=8, out=tmp_path / f"run{steps}",
-                     image_size=16, progress=False,
+    with _counting(device) as counts:
+        pixgen.train(name, data=data, steps=steps, batch_size=8, device=device,
+                     out=tmp_path / f"run{steps}", image_size=16, progress=False,
                      overrides=tiny_overrides(**{"train.log_every": 1000,
                                                  "data.num_images": 32, **overrides}),
                      **TINY_MODEL_ARGS[name])
-    return counter.counts
+    return counts
 
 
-def _extra_syncs(name, tmp_path, overrides=None):
-    short = _syncs(name, tmp_path, 4, overrides or {})
-    long = _syncs(name, tmp_path, 8, overrides or {})
+def _extra_syncs(name, tmp_path, overrides=None, device="cpu"):
+    short = _syncs(name, tmp_path, 4, overrides or {}, device)
+    long = _syncs(name, tmp_path, 8, overrides or {}, device)
     return {k: long[k] - short[k] for k in long.keys() | short.keys() if long[k] != short[k]}
 
 
@@ -72,6 +95,13 @@ def _extra_syncs(name, tmp_path, overrides=None):
 def test_training_steps_do_not_synchronise(name, tmp_path):
     assert _extra_syncs(name, tmp_path) == {}, \
         f"{name}: training steps read tensors back to the host"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(TINY_MODEL_ARGS))
+def test_training_steps_do_not_synchronise_on_cuda(name, tmp_path):
+    assert _extra_syncs(name, tmp_path, device="cuda") == {}, \
+        f"{name}: training steps on CUDA waited for the device"
 
 
 def test_trainer_options_do_not_synchronise(tmp_path):

@@ -152,3 +152,31 @@ def test_time_limit_saves_a_resumable_checkpoint(tmp_path, capsys):
     resumed = pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False,
                            overrides={"train.max_minutes": None})
     assert not resumed.stopped_early and resumed.meta["training"]["steps"] == 3
+
+
+@pytest.mark.parametrize("name,setting", [("diffusion", True), ("dcgan", False),
+                                          ("dcgan", None), ("diffusion", None)])
+def test_channels_last_setting(name, setting, tmp_path):
+    """train.channels_last overrides the model's preference (None keeps it)."""
+    seen = []
+
+    def hook(module, inputs, output):
+        # 3x3 convolutions see the stream's layout (1 channel is both layouts at once; a
+        # one-head attention's 1x1 output projection reads a channels-last view either way)
+        if module.training and isinstance(module, torch.nn.Conv2d) \
+                and module.kernel_size != (1, 1) and inputs[0].shape[1] > 1:
+            seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last)
+                        and not inputs[0].is_contiguous())
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        _train(name, tmp_path / "run", 1, overrides={"train.channels_last": setting})
+    finally:
+        handle.remove()
+    expected = MODELS.get(name).prefers_channels_last if setting is None else setting
+    assert seen and all(x == expected for x in seen)
+
+
+def test_channels_last_setting_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="channels_last"):
+        _train("dcgan", tmp_path / "run", 1, overrides={"train.channels_last": "sometimes"})
