@@ -8,7 +8,8 @@
 #                 without internet needs for diffusers into .whl/ (git-ignored)
 #   tests         the CUDA tests: bf16, channels-last, torch.compile, device dropout,
 #                 checkpoints loaded on a CPU, torchrun with NCCL, and no host
-#                 synchronisation in any model's training step
+#                 synchronisation in any model's training step, and the web app's backend
+#                 serving from the GPU
 #   speed-gan     benchmarks/speed: the GAN family against the classic loop (dcgan target 5x)
 #   speed-rest    benchmarks/speed: vae, vqvae, pixelcnn, flow and diffusion (DDPM's CIFAR-10
 #                 U-Net at batch 128: the 35%-of-bf16-peak target)
@@ -52,6 +53,7 @@ log="$out/$stage.log"
 case "$stage" in
     tests)
         python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda_fast_path.py \
+            tests/web/test_web_cuda.py \
             tests/train/test_host_sync.py 2>&1 | tee "$log" ;;
     speed-gan)
         python3 benchmarks/speed/run_all.py --device cuda --families gan --repeats 1 \
