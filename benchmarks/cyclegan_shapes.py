@@ -15,7 +15,7 @@
 
 Usage:
     python benchmarks/cyclegan_shapes.py [--steps 1500] [--width 16] [--batch-size 8]
-        [--out runs/bench-cyclegan] [--grid docs/images/cyclegan-shapes.png]
+        [--seed 0] [--out runs/bench-cyclegan] [--grid docs/images/cyclegan-shapes.png]
         [--write BENCHMARKS.md]
 """
 
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0, help="the CycleGAN's training seed")
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--out", default="runs/bench-cyclegan")
     ap.add_argument("--grid", default=None, metavar="PNG")
@@ -84,7 +85,7 @@ def main() -> None:
     else:
         model = pixgen.train("cyclegan", data="shapes-ab", image_size=SIZE, steps=args.steps,
                              batch_size=args.batch_size, out=run, progress=False,
-                             width=args.width)
+                             seed=args.seed, width=args.width)
     train_min = (time.perf_counter() - t0) / 60
     judge = train_judge()
 
@@ -130,7 +131,8 @@ def main() -> None:
                      f"{r['cycle_l1']:.4f} | {r['cycle_psnr']:.1f} dB | {r['psnr_gt']:.1f} dB | "
                      f"{r['psnr_input']:.1f} dB |")
     body = (f"`python benchmarks/cyclegan_shapes.py --steps {args.steps} --width {args.width} "
-            f"--batch-size {args.batch_size}` on {machine()}: training took "
+            f"--batch-size {args.batch_size}" + (f" --seed {args.seed}" if args.seed else "")
+            + f"` on {machine()}: training took "
             f"{train_min:.0f} minutes.\n\n"
             f"cyclegan at {SIZE} px (width {args.width}, 6 residual blocks, PatchGAN with "
             f"{model.config.get('disc_layers') or 'auto'} stride-2 layers, pool 50, linear "
