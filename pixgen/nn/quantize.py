@@ -62,7 +62,9 @@ class VectorQuantizer(DataInitialized):
         idx = self.indices(z)
         zq = self.lookup(idx).to(z.dtype)
         commitment = F.mse_loss(z.float(), zq.float().detach())
-        counts = self._one_hot(idx.flatten()).sum(0)  # bincount would read back max(idx)
+        flat_idx = idx.flatten()  # counted in O(N) memory; bincount would read back max(idx)
+        counts = torch.zeros(self.num_codes, device=idx.device).index_add_(
+            0, flat_idx, torch.ones(flat_idx.shape, device=idx.device))
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-12))).sum())
         stats = {"perplexity": perplexity, "usage": (counts > 0).float().mean()}
@@ -100,8 +102,9 @@ class VectorQuantizer(DataInitialized):
             distributed.broadcast_(self.codebook, self.ema_count, self.ema_sum)  # rank 0's
 
     def _one_hot(self, indices: torch.Tensor) -> torch.Tensor:
-        """Float one-hot rows (len(indices), num_codes) of 1-D code indices. Unlike
-        F.one_hot, it never reads the indices' range back to the host."""
+        """Float one-hot rows (len(indices), num_codes) of 1-D code indices. F.one_hot checks
+        the indices' range with a host read on some devices (the CPU); this never does, so
+        tests/train/test_host_sync.py can check the step on a CPU."""
         codes = torch.arange(self.num_codes, device=indices.device)
         return (indices[:, None] == codes).float()
 
