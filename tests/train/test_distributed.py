@@ -86,6 +86,33 @@ def test_a_run_resumes_with_another_world_size(single, tmp_path):
     assert max_gap(one["model"], resumed["model"]) <= 1e-6
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_joined_by_c10d_rendezvous_train_as_one_process(single, tmp_path):
+    """Multi-node launch with torchrun's standard rendezvous flags: two "nodes" of one
+    process each (two torchrun agents on this machine) meet at a c10d endpoint."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+           "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "pixgen-test",
+           "-m", "pixgen", *ARGS, "--steps", str(STEPS), "--out", str(out)]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=ENV) for _ in range(2)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(logs)
+    assert sum(log.count("trained pixelcnn") for log in logs) == 1, "only rank 0 reports"
+    one = torch.load(single / "state.pt", weights_only=True)
+    two = torch.load(out / "state.pt", weights_only=True)
+    assert two["world_size"] == 2 and len(two["rng_ranks"]) == 2
+    assert max_gap(one["model"], two["model"]) <= 1e-6
+
+
 def test_gan_flow_and_vq_state_stay_identical_across_ranks(tmp_path):
     """The trainer checks at every checkpoint that the ranks' weights and buffers agree
     (PixgenError otherwise): GANs' two networks, Glow's data-dependent ActNorm start and
@@ -117,13 +144,9 @@ def _drift_worker(rank: int, port: int, queue) -> None:
 
 
 def test_ranks_that_drift_apart_are_caught():
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     procs = [ctx.Process(target=_drift_worker, args=(r, port, queue)) for r in range(2)]
