@@ -3,7 +3,8 @@
 - ``classifier`` (default): pixgen's small convolutional classifier trained on the dataset's
   labelled training split; trained once on first use and cached.
 - ``inception``: the standard FID InceptionV3 (pool3 features, 2048-d, and its logits for the
-  Inception Score) through torchmetrics / torch-fidelity (``pip install 'pixgen[inception]'``).
+  Inception Score), torch-fidelity's network with its TensorFlow-compatible resize
+  (``pip install 'pixgen[inception]'``).
 
 An extractor maps uint8 images (N, C, H, W) to ``(features, probs)``: float features (N, d)
 and class probabilities (N, K), or None where it has no classes.
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from pixgen.data.base import DataInfo
+from pixgen.data.download import RemoteFile
 from pixgen.data.transforms import to_float
 from pixgen.errors import ConfigError, DataError, PixgenError
 from pixgen.registry import FEATURES
@@ -32,6 +34,9 @@ CLASSIFIER_TRAINING: dict[str, Any] = {"steps": 3000, "batch_size": 64, "model_a
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  + INCEPTION_WEIGHTS)
+INCEPTION_FILE = RemoteFile(
+    INCEPTION_WEIGHTS, (INCEPTION_URL,),
+    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", size=95_628_359)
 
 
 @dataclass
@@ -141,39 +146,73 @@ def classifier_features(info: DataInfo, *, data_dir: str | None = None,
                             model.config["num_classes"], torch.device(model.device))
 
 
-@FEATURES.register("inception", help="the standard FID InceptionV3 (2048-d pool3) via "
-                   "torchmetrics / torch-fidelity; pip install 'pixgen[inception]'")
+def inception_weights_file(path: str | Path | None = None, *, download: bool = True) -> Path:
+    """The FID InceptionV3 weights: ``path``, else torch hub's cached copy, else downloaded.
+
+    A downloaded or cached file must match the published sha256. A file the user names may
+    differ (converted weights); it is then checked to hold only tensors, and a warning says
+    its scores are not comparable with published ones.
+    """
+    from pixgen.data import download as dl
+
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--inception-weights {path} does not exist; download "
+                              f"{INCEPTION_URL} (sha256 {INCEPTION_FILE.sha256})")
+        if dl.sha256_file(path) != INCEPTION_FILE.sha256:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:
+                raise ConfigError(f"--inception-weights {path} is not an InceptionV3 weights "
+                                  f"file (it does not load as plain tensors); download "
+                                  f"{INCEPTION_URL}") from None
+            import warnings
+
+            warnings.warn(f"{path} is not the published FID Inception weights file (sha256 "
+                          f"{INCEPTION_FILE.sha256[:12]}...): its scores are not comparable "
+                          f"with published FIDs", stacklevel=2)
+        return path
+    try:
+        return dl.fetch([INCEPTION_FILE], hub, dataset="FID Inception weights",
+                        download=download)[0]
+    except DataError as e:
+        why = str(e)
+        if "checksum" not in why:  # missing, and not downloadable
+            why = ("downloading is off" if not download else
+                   why[why.find("the download failed"):].split(". Download")[0])
+        raise PixgenError(f"cannot get the FID Inception weights: {why}. Download "
+                          f"{INCEPTION_URL} (sha256 {INCEPTION_FILE.sha256}) and put it at "
+                          f"{hub / INCEPTION_WEIGHTS}, or pass --inception-weights PATH") from None
+
+
+@FEATURES.register("inception", help="the standard FID InceptionV3 (2048-d pool3, "
+                   "torch-fidelity); pip install 'pixgen[inception]'")
 def inception_features(info: DataInfo, *, device: torch.device | str = "cpu",
                        weights: str | None = None, **_: Any) -> FeatureExtractor:
     try:
-        import torch_fidelity  # noqa: F401
-        from torchmetrics.image.fid import NoTrainInceptionV3
-    except Exception as e:  # either missing, or torchvision failing to import inside them
-        raise ConfigError(f"the inception features need torchmetrics with torch-fidelity "
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except Exception as e:  # either missing, or torchvision failing to import inside it
+        raise ConfigError(f"the inception features need torch-fidelity "
                           f"(pip install 'pixgen[inception]', with a torchvision that matches "
                           f"your torch); import failed: {e}") from None
-    path = Path(weights).expanduser() if weights else None
-    if path is not None and not path.is_file():
-        raise ConfigError(f"--inception-weights {path} does not exist; download "
-                          f"{INCEPTION_URL}")
-    try:
-        net = NoTrainInceptionV3(name="inception-v3-compat",
-                                 features_list=["2048", "logits_unbiased"],
-                                 feature_extractor_weights_path=str(path) if path else None)
-    except Exception as e:  # no internet, no cached weights
-        hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
-        raise PixgenError(f"cannot load the Inception weights ({type(e).__name__}); offline, "
-                          f"download {INCEPTION_URL} and put it at {hub}, or pass "
-                          f"--inception-weights PATH") from None
+    path = inception_weights_file(weights)
+    # torch-fidelity's own network and its TensorFlow-compatible resize to 299 px: the
+    # features of published FIDs. It loads the file itself; that file is the published one
+    # (checked above) or one that loaded as plain tensors.
+    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                      feature_extractor_weights_path=str(path))
     net = net.to(device).eval()
 
     def fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        feats, logits = net(images)
+        feats, logits = net(images.contiguous())
         return feats, torch.softmax(logits.double(), dim=1).float()
 
-    return FeatureExtractor("inception", "FID InceptionV3 (2048-d pool3, torch-fidelity)", fn,
+    return FeatureExtractor("inception", "FID InceptionV3 (2048-d pool3, torch-fidelity, "
+                            "TensorFlow-compatible resize to 299 px)", fn,
                             1008, torch.device(device), batch_size=100, dataset_classes=False)
 
 
