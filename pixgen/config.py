@@ -368,7 +368,7 @@ def check_config(cfg: RunConfig) -> None:
         (t.num_samples >= 1, f"train.num_samples must be at least 1, not {t.num_samples}"),
         (t.max_nonfinite >= 1, f"train.max_nonfinite must be at least 1, not {t.max_nonfinite}"),
         (t.eval_every >= 0, f"train.eval_every must be >= 0, not {t.eval_every}"),
-        (t.eval_n >= 2, f"train.eval_n must be at least 2, not {t.eval_n}"),
+        (t.eval_n >= 10, f"train.eval_n must be at least 10, not {t.eval_n}"),
         (t.max_minutes is None or t.max_minutes > 0,
          f"train.max_minutes must be positive or none, not {t.max_minutes}"),
     ]

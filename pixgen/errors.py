@@ -31,6 +31,10 @@ class TrainingDiverged(PixgenError):
     """Training produced non-finite losses too many steps in a row."""
 
 
+class NonFiniteSamples(PixgenError):
+    """A model generated images with NaN or inf values, which no score can describe."""
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest valid name, or '' when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)

@@ -20,12 +20,14 @@ import torch
 from pixgen.data import load_dataset
 from pixgen.data.base import DataInfo, ImageData
 from pixgen.data.transforms import to_float, to_uint8
-from pixgen.errors import ConfigError
+from pixgen.errors import ConfigError, NonFiniteSamples
 from pixgen.eval import metrics as M
 from pixgen.eval.features import FeatureExtractor, get_extractor
 from pixgen.train import checkpoint as ckpt
 
 EVAL_JSON = "eval.json"
+#: The fewest images per set that every score accepts: the Inception Score's 10 splits.
+MIN_IMAGES = 10
 
 #: (key, label, better, format) for the printed table and the model card.
 ROWS = [
@@ -63,12 +65,30 @@ def featurize(extractor: FeatureExtractor, images: torch.Tensor, *, progress: bo
     return FeatureSet(feats, probs, requested, len(images))
 
 
+def generated_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generated images in [-1, 1] as uint8, refusing NaN and inf values, which the
+    conversion would turn into black or white pixels with finite scores."""
+    bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+    if bad:
+        raise NonFiniteSamples(f"{bad} of {len(images)} generated images hold NaN or inf "
+                               f"values: the model has diverged, and scores of such images "
+                               f"would mean nothing; evaluate an earlier checkpoint (best/, "
+                               f"or resume from state.prev.pt) or train with a lower "
+                               f"learning rate")
+    return to_uint8(images)
+
+
 def score(real: FeatureSet, fake: FeatureSet, *, num_classes: int, seed: int = 0,
           kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict[str, Any]:
     """Every sample-quality metric of ``fake`` against ``real`` from their features.
 
     ``num_classes``: the dataset classes that the extractor's probabilities are over, or 0
     when they are over other classes (Inception's ImageNet): then only IS uses them."""
+    for name, images in (("real", real), ("generated", fake)):
+        if len(images.features) < MIN_IMAGES:
+            raise ConfigError(f"the {name} set has {len(images.features)} image(s); the scores "
+                              f"need at least {MIN_IMAGES} in each set (thousands for stable "
+                              f"ones)")
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {"fid": M.fid_from_features(real.features, fake.features)}
     out["kid_mean"], out["kid_std"] = M.kid_from_features(
@@ -147,8 +167,8 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
     """
     import pixgen
 
-    if n < 2:
-        raise ConfigError(f"--n must be at least 2, not {n}")
+    if n < MIN_IMAGES:
+        raise ConfigError(f"--n must be at least {MIN_IMAGES}, not {n}")
     t0 = time.perf_counter()
     model = pixgen.load(run, device=device)
     meta = model.meta
@@ -169,7 +189,8 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         requested = torch.arange(n) % info.num_classes
     fake_images = pixgen.generate(model, n, seed=seed, labels=requested,
                                   batch_size=batch_size, progress=progress)
-    fake = featurize(extractor, to_uint8(fake_images), progress=progress, requested=requested)
+    fake = featurize(extractor, generated_to_uint8(fake_images), progress=progress,
+                     requested=requested)
     result = score(real, fake, num_classes=extractor.label_classes, seed=seed)
     if model.can("nll_bits_per_dim"):
         nll_images = real_data.images[:nll_n] if nll_n else real_data.images
@@ -183,7 +204,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                 device=model.device, progress=progress, k=iwae_k)
             result["iwae_k"] = iwae_k
     result.update({
-        "n_fake": n, "n_real": len(real_data), "real": f"{info.spec} ({split} split)",
+        "n_fake": n, "n_real": len(real_data), "real": f"{info.spec} ({split} split, {info.image_size} px)",
         "features": extractor.description, "feature_extractor": features, "seed": seed,
         "step": meta.get("training", {}).get("steps"), "seconds": time.perf_counter() - t0,
     })
@@ -230,7 +251,7 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
                    featurize(extractor, fake_data.images, progress=progress),
                    num_classes=extractor.label_classes)
     result.update({"n_fake": len(fake_data), "n_real": len(real_data),
-                   "real": f"{real_spec} ({real_split} split)", "fake": str(fake),
+                   "real": f"{real_spec} ({real_split} split, {info.image_size} px)", "fake": str(fake),
                    "features": extractor.description, "feature_extractor": features})
     return result
 
@@ -238,6 +259,21 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in d.items()}
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """What the table's figures are, where a label alone does not say it."""
+    out = []
+    if "kid_mean" in result and result.get("kid_std") is None:
+        out.append("KID: one estimate on the whole sets (a set of at most 1000 images, KID's "
+                   "subset size, leaves no subsets to vary, so no std)")
+    if result.get("bits_per_dim") is not None:
+        text = (f"bits/dim: {result.get('bits_per_dim_kind', 'exact')}, on "
+                f"{result.get('bits_per_dim_n', result.get('n_real'))} real images")
+        if result.get("bits_per_dim_iwae") is not None:
+            text += f"; IWAE bound with k = {result.get('iwae_k')}"
+        out.append(text)
+    return out
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -258,6 +294,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"per-class accuracy: {accs}")
     lines.append(f"({result['n_fake']} generated vs {result['n_real']} real images of "
                  f"{result['real']}; features: {result['features']})")
+    lines.extend(f"({note})" for note in notes(result))
     return "\n".join(lines)
 
 
@@ -293,6 +330,7 @@ features: {result['features']}.
 | metric | value | better |
 |---|---|---|
 {chr(10).join(rows)}
+{''.join(chr(10) + '- ' + note for note in notes(result))}
 
 ## Model
 

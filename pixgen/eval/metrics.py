@@ -185,7 +185,7 @@ def _unbiased_mmd2(x: torch.Tensor, y: torch.Tensor, *, degree: int, gamma: floa
 def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 100,
                       subset_size: int = 1000, degree: int = 3, gamma: float | None = None,
                       coef: float = 1.0, generator: torch.Generator | None = None
-                      ) -> tuple[float, float]:
+                      ) -> tuple[float, float | None]:
     """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs", sec. 5).
 
     The unbiased estimator of the squared MMD under the polynomial kernel
@@ -199,14 +199,17 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 
         real: (N, D) features of the reference images, N >= 2.
         fake: (M, D) features of the generated images, M >= 2.
         subsets: number of random subsets.
-        subset_size: samples per subset, clipped to N and M respectively.
+        subset_size: samples per subset. When a set has no more than this many samples,
+            every subset would hold that whole set, so they would not vary: the estimate
+            is then made once, on the two whole sets, and its std is None (unmeasured).
         degree: polynomial kernel degree.
         gamma: kernel scale; None means 1 / D.
         coef: kernel offset.
         generator: random source of the subsets; None uses torch's global generator.
 
     Returns:
-        ``(mean, std)`` of the estimate over subsets (std with ddof = 0).
+        ``(mean, std)`` of the estimate over subsets (std with ddof = 0); ``(estimate,
+        None)`` on whole sets.
     """
     real, fake = _check_pair(real, fake, min_real=2, min_fake=2, why="KID")
     _check_positive_int(subsets, "subsets")
@@ -217,7 +220,9 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 
         raise ConfigError(f"gamma must be > 0, got {gamma}")
     dtype = torch.promote_types(_matmul_dtype(real), _matmul_dtype(fake))
     real, fake = real.to(dtype), fake.to(dtype)
-    m, n = min(subset_size, len(real)), min(subset_size, len(fake))
+    if subset_size >= min(len(real), len(fake)):
+        return float(_unbiased_mmd2(real, fake, degree=degree, gamma=gamma, coef=coef)), None
+    m = n = subset_size
     scores = []
     for _ in range(subsets):
         x = real[_randperm(len(real), generator, real.device)[:m]]
@@ -407,8 +412,8 @@ def class_histogram_stats(pred_labels: torch.Tensor, num_classes: int, *,
     hist = torch.bincount(labels, minlength=num_classes).cpu()
     freq = hist.double() / len(labels)
     hit = (hist > 0) & (freq >= min_fraction)
-    entropy = (float(-torch.xlogy(freq, freq).sum() / math.log(num_classes))
-               if num_classes > 1 else 1.0)
+    entropy = (float(-torch.xlogy(freq, freq).sum() / math.log(num_classes)) + 0.0
+               if num_classes > 1 else 1.0)  # + 0.0: one class hit gives 0, not -0
     return {"classes_hit": int(hit.sum()), "num_classes": num_classes, "entropy": entropy,
             "histogram": hist.tolist()}
 

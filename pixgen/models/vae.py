@@ -92,8 +92,13 @@ class VAE(LatentInpainting, GenerativeModel):
 
     default_optim = {"model": {"lr": 1e-3, "betas": (0.9, 0.999)}}
     capabilities = frozenset({"encode", "decode", "nll_bits_per_dim", "latent", "inpaint"})
-    #: What nll_bits_per_dim returns: an upper bound (the negative ELBO), not the exact NLL.
-    bits_per_dim_kind = "ELBO bound"
+    @property
+    def bits_per_dim_kind(self) -> str:
+        """What nll_bits_per_dim returns: an upper bound (the negative ELBO), not the exact
+        NLL; with the Bernoulli decoder, of randomly binarised data, not of 8-bit data."""
+        if self.likelihood == "bernoulli":
+            return "ELBO bound on randomly binarised pixels (not comparable with 8-bit figures)"
+        return "ELBO bound"
 
     def __init__(self, *, image_size: int = 32, channels: int = 1, latent_dim: int = 8,
                  width: int = 32, beta: float = 1.0, likelihood: str = "gaussian",

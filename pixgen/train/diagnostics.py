@@ -80,10 +80,10 @@ class StabilityMonitor:
         logger.log(step, {"diag/diversity": ratio})
         floor = max(COLLAPSE_RATIO, FALL_RATIO * self.best_ratio)
         if ratio < floor:
+            best = (f" (best so far {self.best_ratio:.0%})" if self.best_ratio > 0 else "")
             self._alarm(step, "mode_collapse",
                         f"possible mode collapse: the samples' diversity is {ratio:.0%} of the "
-                        f"training data's (best so far {self.best_ratio:.0%}); look at the "
-                        f"latest grid in samples/", logger)
+                        f"training data's{best}; look at the latest grid in samples/", logger)
         self.best_ratio = max(self.best_ratio, min(ratio, 1.0))
         return ratio
 

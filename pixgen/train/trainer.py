@@ -25,7 +25,8 @@ from pixgen.config import RunConfig, check_config, validate_model_args
 from pixgen.data import load_dataset
 from pixgen.data.batcher import DeviceBatcher
 from pixgen.data.transforms import to_float
-from pixgen.errors import CheckpointError, ConfigError, PixgenError, TrainingDiverged
+from pixgen.errors import (CheckpointError, ConfigError, NonFiniteSamples, PixgenError,
+                           TrainingDiverged)
 from pixgen.models.base import Batch, PixgenModel
 from pixgen.registry import MODELS
 from pixgen.sampling import generate as pixgen_generate
@@ -546,8 +547,7 @@ class Trainer:
     def evaluate(self, logger: RunLogger) -> dict[str, float]:
         """Sample-quality metrics of the current (EMA) model, logged as eval/*; keeps the
         checkpoint with the best FID in best/."""
-        from pixgen.data.transforms import to_uint8
-        from pixgen.eval.evaluate import featurize, score
+        from pixgen.eval.evaluate import featurize, generated_to_uint8, score
         from pixgen.eval.features import get_extractor
 
         t = self.cfg.train
@@ -571,7 +571,14 @@ class Trainer:
             images = pixgen_generate(model, t.eval_n, seed=self.cfg.seed, labels=labels)
         finally:
             model.train(was_training)
-        result = score(real_set, featurize(extractor, to_uint8(images), requested=labels),
+        try:
+            fake = generated_to_uint8(images)
+        except NonFiniteSamples as e:  # no score; the run goes on (and may recover)
+            progress_write(f"step {self.step}: evaluation skipped: "
+                           f"{str(e).split(':')[0]} (the model may be diverging)")
+            logger.log(self.step, {"eval/nonfinite_samples": 1.0})
+            return {}
+        result = score(real_set, featurize(extractor, fake, requested=labels),
                        num_classes=extractor.label_classes, seed=self.cfg.seed)
         values = {f"eval/{k}": float(v) for k, v in result.items()
                   if isinstance(v, (int, float))}

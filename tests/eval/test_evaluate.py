@@ -1,5 +1,6 @@
 """`pixgen eval` end to end, and the calibration of its scores with classifier features."""
 
+import importlib
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from conftest import TINY_MODEL_ARGS, tiny_overrides
 from pixgen.cli import main
 from pixgen.data import load_dataset
 from pixgen.data.transforms import gaussian_blur, gaussian_noise, to_float, to_uint8
-from pixgen.errors import ConfigError, DataError
+from pixgen.errors import ConfigError, DataError, NonFiniteSamples
 from pixgen.eval import features as feats
 from pixgen.eval.evaluate import FeatureSet, evaluate_run, evaluate_sets, featurize, score
 
@@ -105,9 +106,60 @@ def test_evaluate_run_writes_report_and_model_card(cache, tmp_path, capsys):
     assert result["bits_per_dim_kind"] == "ELBO bound" and 0 < result["bits_per_dim"] < 100
     card = (run / "README.md").read_text()
     assert "| FID |" in card and "samples.png" in card and (run / "samples.png").exists()
+    # what the figures are: the size compared at, KID on whole sets, which bound, on what
+    assert "digits (test split, 16 px)" in out
+    assert result["kid_std"] is None and "KID std" not in out  # 200 and 359 < 1000
+    assert "(KID: one estimate on the whole sets" in out
+    assert "(bits/dim: ELBO bound, on 359 real images; IWAE bound with k = 1000)" in out
+    assert "- bits/dim: ELBO bound, on 359 real images" in card
     # The same seed gives the same numbers.
     again = evaluate_run(run, n=200, progress=False, write=False)
     assert again["fid"] == pytest.approx(result["fid"], rel=1e-6)
+
+
+def test_diverged_samples_are_refused_not_scored(cache, tmp_path, capsys, monkeypatch):
+    """NaN or inf pixels would become black or white ones with finite scores."""
+    import pixgen.eval.evaluate as evaluate
+    trainer = importlib.import_module("pixgen.train.trainer")
+
+    images = torch.zeros(20, 1, 4, 4)
+    images[3, 0, 1, 1], images[7, 0, 0, 0] = float("nan"), float("inf")
+    with pytest.raises(NonFiniteSamples, match="2 of 20 generated images hold NaN or inf"):
+        evaluate.generated_to_uint8(images)
+    assert evaluate.generated_to_uint8(images[:3]).dtype == torch.uint8
+
+    def nan_generate(model, n, **kwargs):
+        return torch.full((n, 1, SIZE, SIZE), float("nan"))
+
+    run = tmp_path / "dcgan"
+    monkeypatch.setattr(trainer, "pixgen_generate", nan_generate)
+    pixgen.train("dcgan", data="digits", steps=3, batch_size=16, image_size=SIZE, out=run,
+                 progress=False, overrides=tiny_overrides(**{"train.eval_every": 3,
+                                                            "train.eval_n": 10}),
+                 **TINY_MODEL_ARGS["dcgan"])  # the run ends; the evaluation is skipped
+    assert "step 3: evaluation skipped: 10 of 10 generated images hold NaN" in \
+        capsys.readouterr().out
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(x.get("eval/nonfinite_samples") == 1 for x in logged)
+    assert not any("eval/fid" in x for x in logged) and not (run / "best").exists()
+    monkeypatch.setattr(pixgen, "generate", nan_generate)
+    assert main(["eval", str(run), "--n", "10", "--no-progress"]) == 2
+    assert "10 of 10 generated images hold NaN or inf values" in capsys.readouterr().err
+    assert not (run / "eval.json").exists()
+
+
+def test_too_few_images_are_refused_before_scoring(cache, tmp_path, capsys):
+    run = tmp_path / "vae"
+    pixgen.train("vae", data="digits", steps=2, batch_size=16, image_size=SIZE, out=run,
+                 progress=False, overrides=tiny_overrides(), **TINY_MODEL_ARGS["vae"])
+    assert main(["eval", str(run), "--n", "9", "--no-progress"]) == 2
+    assert "--n must be at least 10, not 9" in capsys.readouterr().err
+    pixgen.save_images(torch.zeros(9, 1, 8, 8), tmp_path / "nine")
+    with pytest.raises(ConfigError, match="the generated set has 9 image"):
+        evaluate_sets("digits", tmp_path / "nine", image_size=SIZE, progress=False)
+    with pytest.raises(ConfigError, match="train.eval_n must be at least 10"):
+        pixgen.train("vae", data="digits", steps=2, out=tmp_path / "x", progress=False,
+                     overrides={"train.eval_n": 5})
 
 
 def test_eval_every_logs_scores_and_keeps_the_best_checkpoint(cache, tmp_path, capsys):

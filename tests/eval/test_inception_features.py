@@ -8,6 +8,7 @@ cannot be downloaded here; the network runs with random weights saved in the sam
 
 import importlib
 import importlib.util
+import os
 import sys
 import types
 import urllib.request
@@ -35,9 +36,15 @@ class _Stub(types.ModuleType):
 
 @pytest.fixture
 def fidelity(monkeypatch):
-    """torch-fidelity's InceptionV3 module. Its package also imports torchvision, for
-    dataset, CLIP and LPIPS helpers that pixgen does not use; where torchvision is missing
-    or cannot load with this torch, stand-ins take its place for this test only."""
+    """torch-fidelity's InceptionV3 module: installed (``pixgen[inception]``), or from the
+    folder that $PIXGEN_TEST_TORCH_FIDELITY names, on sys.path for this test only (CI puts
+    it there: installed beside torchmetrics without torchvision, it would break
+    torchmetrics' image modules). Its package also imports torchvision, for dataset, CLIP
+    and LPIPS helpers that pixgen does not use; where torchvision is missing or cannot load
+    with this torch, stand-ins take its place for this test only."""
+    extra = os.environ.get("PIXGEN_TEST_TORCH_FIDELITY")
+    if extra:
+        monkeypatch.syspath_prepend(extra)
     if importlib.util.find_spec("torch_fidelity") is None:
         pytest.skip("torch-fidelity is not installed (pip install 'pixgen[inception]')")
     before = set(sys.modules)

@@ -142,7 +142,12 @@ def test_kid_matches_reference_on_whole_sets_of_different_sizes():
     mean, std = M.kid_from_features(real, fake, subsets=3, subset_size=1000, generator=_gen())
     assert mean == pytest.approx(_mmd2_unbiased_reference(real.numpy(), fake.numpy()),
                                  abs=1e-12)
-    assert std < 1e-12  # every "subset" is the whole set, permuted
+    # every subset would be a whole set: one estimate on the whole sets, no std to report
+    assert std is None
+    assert M.kid_from_features(real, fake, subsets=3, subset_size=90, generator=_gen()) == \
+        (mean, None)
+    # subsets smaller than both sets vary: a positive std
+    assert M.kid_from_features(real, fake, subsets=3, subset_size=89, generator=_gen())[1] > 0
     assert M.kid_from_features(real, fake, subsets=3, subset_size=50, generator=_gen(4)) == \
         M.kid_from_features(real, fake, subsets=3, subset_size=50, generator=_gen(4))
 

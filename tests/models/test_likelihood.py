@@ -72,3 +72,13 @@ def test_latent_traversal_changes_one_dimension_per_row():
     assert not torch.equal(grid[0], grid[4])  # moving along dimension 0 changes the image
     with pytest.raises(pixgen.errors.ConfigError, match="0..3"):
         model.traverse(torch.zeros(4), dims=[7])
+
+
+def test_each_bits_per_dim_says_what_it_is():
+    """A Bernoulli decoder's bound is for binarised pixels (near 1 bit/dim untrained, where
+    8-bit figures are near 8), and a flow's one-draw dequantised figure is a bound too."""
+    vae = pixgen.models.vae.VAE
+    assert vae(image_size=8, channels=1, width=8).bits_per_dim_kind == "ELBO bound"
+    assert "binarised" in vae(image_size=8, channels=1, width=8,
+                              likelihood="bernoulli").bits_per_dim_kind
+    assert pixgen.models.flow.Glow.bits_per_dim_kind.startswith("dequantisation bound")
