@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling temperature, for models that take one (default: the model's)")
     _add_diffusion_options(p, guidance=True)
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
-                   "(default: 256)")
+                   "(default: 256); the images a seed gives depend on it too")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row "
                    "(default: square)")
     _add_run_options(p)
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real split to compare with (default: test)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
-                   "(default: 256)")
+                   "(default: 256); the images a seed gives depend on it too")
     p.add_argument("--real", metavar="DIR_OR_SPEC", help="real images: a dataset spec or a "
                    "folder")
     p.add_argument("--fake", metavar="DIR", help="a folder of generated images")
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch "
-                   "(default: 256)")
+                   "(default: 256); the images a seed gives depend on it too")
     _add_diffusion_options(p, guidance=True)
     _add_run_options(p)
     p.set_defaults(func=cmd_augment)
@@ -761,8 +761,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
         kwargs["labels"] = torch.tensor(labels)
     kwargs["progress"] = not args.no_progress
+    source = args.image if Path(args.image).expanduser().exists() else None
     written, _ = pixgen.inpaint_files(model, images, names, args.mask, args.out,
-                                      seed=args.seed, **kwargs)
+                                      seed=args.seed, inputs=source, **kwargs)
     print(f"inpainted {len(written) - 1} image(s) with mask {args.mask} into {args.out}/; "
           f"before / after: {written[-1]}")
     return 0

@@ -200,13 +200,15 @@ class GaussianDiffusion:
         return mean + self.step_variance(t, prev, x_t, variance).sqrt() * noise
 
     def ddim_step(self, x_t: torch.Tensor, out: torch.Tensor, t: int, prev: int, *,
-                  eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+                  eta: float = 0.0, noise: torch.Tensor | None = None, clip: bool = True
+                  ) -> torch.Tensor:
         """One DDIM step (Song et al. 2021, eq. 12): eta = 0 is deterministic, eta = 1 has
-        DDPM's posterior variance. The noise direction uses the unclipped eps."""
+        DDPM's posterior variance. The noise direction uses the unclipped eps; ``clip=False``
+        leaves x_0 unclipped too (the exact reverse of :meth:`ddim_invert_step`)."""
         x0, eps = self.split(x_t, t, out)
         a_t, a_p = self._ab(t), self._ab(prev)
         sigma2 = eta ** 2 * (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
-        x_prev = (self._like(a_p.sqrt(), x_t) * self.clip_x0(x0)
+        x_prev = (self._like(a_p.sqrt(), x_t) * (self.clip_x0(x0) if clip else x0)
                   + self._like((1 - a_p - sigma2).clamp(min=0).sqrt(), x_t) * eps)
         if eta > 0 and prev >= 0:  # the last step (to the clean image) has no noise
             if noise is None:

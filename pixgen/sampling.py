@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from pixgen.errors import ConfigError
-from pixgen.models.base import GenerativeModel
+from pixgen.models.base import GenerativeModel, keeps_mode
 
 
+@keeps_mode
 @torch.no_grad()
 def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
              labels: torch.Tensor | list[int] | None = None, batch_size: int = 256,
@@ -18,12 +19,17 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
     """Draw ``n`` samples in batches, reproducibly for a given seed; returns a CPU tensor
     in [-1, 1].
 
+    One random stream, seeded by ``seed``, runs through the batches in turn, and the
+    samplers draw each step's noise for a whole batch at once, so the images depend on the
+    seed *and* the batch size (as in diffusers): the same seed and batch size always give
+    the same images, on the same device and torch version.
+
     Args:
         model: a loaded model.
         n: number of images.
         seed: seed of the sampling noise (None: nondeterministic).
         labels: class labels, one per image, for class-conditional models.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (part of what the seed reproduces).
         progress: show a progress bar when there is more than one batch.
         **kwargs: passed to ``model.sample`` (e.g. ``temperature``).
     """
@@ -34,8 +40,16 @@ def generate(model: GenerativeModel, n: int, *, seed: int | None = 0,
         labels = torch.as_tensor(labels, dtype=torch.long)
         if len(labels) != n:
             raise ConfigError(f"got {len(labels)} labels for {n} samples")
+    params = inspect.signature(model.sample).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = [k for k, p in params.items()
+                   if p.kind is p.KEYWORD_ONLY and k not in ("labels", "generator")]
+        for key in kwargs:
+            if key not in params or key in ("labels", "generator"):
+                raise ConfigError(f"{model.name} sampling has no option {key!r} (its options: "
+                                  f"{', '.join(options) or 'none'})")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    if progress and n <= batch_size and "progress" in inspect.signature(model.sample).parameters:
+    if progress and n <= batch_size and "progress" in params:
         kwargs.setdefault("progress", True)  # one batch of a many-step sampler: show the steps
     model.eval()
     out = []

@@ -16,7 +16,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError, DataError
-from pixgen.models.base import PixgenModel
+from pixgen.models.base import PixgenModel, keeps_mode
 from pixgen.utils.images import make_grid, mean_fill, save_image  # noqa: F401 - mean_fill: the baseline
 
 BUILTIN_MASKS = {
@@ -83,14 +83,22 @@ def load_mask(path: str | Path, size: int) -> torch.Tensor:
 
 def resolve_mask(spec: str | Path | torch.Tensor, size: int, *, n: int = 1, seed: int = 0
                  ) -> torch.Tensor:
-    """A mask from a built-in name, a PNG path or a tensor, as bool (n or 1, 1, size, size)."""
+    """A mask from a built-in name, a PNG path or a tensor, as bool (n or 1, 1, size, size).
+
+    A tensor mask is (H, W) or (1, 1, H, W) for every image, or (n, H, W) or (n, 1, H, W),
+    one per image."""
     if isinstance(spec, torch.Tensor):
         mask = spec.bool()
-        while mask.dim() < 4:
-            mask = mask[None]
-        if tuple(mask.shape[-2:]) != (size, size):
-            raise ConfigError(f"the mask is {tuple(mask.shape[-2:])}, the images "
-                              f"{size}x{size}")
+        if mask.dim() == 2:
+            mask = mask[None, None]
+        elif mask.dim() == 3:
+            mask = mask[:, None]
+        if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (size, size):
+            raise ConfigError(f"the mask has shape {tuple(spec.shape)}; give ({size}, {size}) "
+                              f"for every image, or ({n}, {size}, {size}), one per image")
+        if len(mask) not in (1, n):
+            raise ConfigError(f"got {len(mask)} masks for {n} images; give one mask, or one "
+                              f"per image")
         return mask
     if str(spec) in BUILTIN_MASKS:
         return builtin_mask(str(spec), size, n=n, seed=seed)
@@ -109,6 +117,7 @@ def masked_psnr(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-12))
 
 
+@keeps_mode
 def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.Tensor, *,
             seed: int | None = 0, batch_size: int = 64, **kwargs: Any) -> torch.Tensor:
     """Fill the masked pixels of ``images`` with a model that can inpaint.
@@ -119,25 +128,35 @@ def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.T
         mask: a built-in mask name, a PNG path, or a bool tensor (True = fill).
         seed: seed of the sampling noise (None: nondeterministic).
         batch_size: images per batch.
-        **kwargs: passed to the model's ``inpaint`` (e.g. ``steps``, ``resample``).
+        **kwargs: passed to the model's ``inpaint`` (e.g. ``steps``, ``resample``;
+            ``labels``, one per image, for class-conditional models).
 
     Returns:
         float images in [-1, 1] on the CPU; known pixels unchanged.
     """
     model.require("inpaint", "inpainting")
     size, channels = model.config["image_size"], model.config["channels"]
-    if images.dim() != 4 or images.shape[1:] != (channels, size, size):
-        raise ConfigError(f"the model inpaints {channels}x{size}x{size} images, got "
-                          f"{tuple(images.shape[1:])}; load them with read_inputs()")
-    if images.dtype == torch.uint8:
-        images = transforms.to_float(images)
+    images = transforms.as_float(images, "inpainting")
+    if images.dim() != 4 or images.shape[1:] != (channels, size, size) or not len(images):
+        raise ConfigError(f"the model inpaints (N, {channels}, {size}, {size}) images, N >= 1, "
+                          f"got {tuple(images.shape)}; load them with read_inputs()")
     mask = resolve_mask(mask, size, n=len(images), seed=seed or 0)
+    labels = kwargs.pop("labels", None)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+        if len(labels) == 1:
+            labels = labels.expand(len(images))
+        if len(labels) != len(images):
+            raise ConfigError(f"got {len(labels)} labels for {len(images)} images; give one "
+                              f"label, or one per image")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         m = mask[start:start + batch_size] if len(mask) > 1 else mask
+        if labels is not None:
+            kwargs["labels"] = labels[start:start + batch_size].to(model.device)
         out.append(model.inpaint(chunk.to(model.device), m, generator=gen,  # type: ignore[attr-defined]
                                  **kwargs).cpu())
     return torch.cat(out)
@@ -145,19 +164,25 @@ def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.T
 
 def inpaint_files(model: PixgenModel, images: torch.Tensor, names: list[Path],
                   mask: str | Path | torch.Tensor, out: str | Path, *, seed: int | None = 0,
-                  **kwargs: Any) -> tuple[list[Path], torch.Tensor]:
+                  inputs: str | Path | None = None, **kwargs: Any
+                  ) -> tuple[list[Path], torch.Tensor]:
     """Inpaint ``images`` and write one PNG per image into ``out`` (named as ``names``)
     and inpainting.png: rows of originals, masked inputs (holes grey) and completions.
+    ``inputs``: the file or folder the images came from (``names`` relative to it), so that
+    no output overwrites one of them.
 
     Returns:
         (the paths written, the grid last; the completed images).
     """
+    from pixgen.apps.translate import output_paths
+
     size = model.config["image_size"]
+    paths = output_paths(names, out, grid=GRID_NAME, inputs=inputs)
     mask_t = resolve_mask(mask, size, n=len(images), seed=seed or 0)
     result = inpaint(model, images, mask_t, seed=seed, **kwargs)
     out = Path(out).expanduser()
-    written = [save_image(img, (out / r).with_suffix(".png")) for img, r in zip(result, names)]
-    x = transforms.to_float(images) if images.dtype == torch.uint8 else images
+    written = [save_image(img, path) for img, path in zip(result, paths)]
+    x = transforms.as_float(images, "inpainting")
     masked = torch.where(mask_t.expand(len(x), 1, size, size), torch.zeros_like(x), x)
     k = min(len(x), 8)
     rows = []

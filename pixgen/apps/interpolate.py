@@ -3,6 +3,7 @@ from seeds or encoded from two images, written as a grid PNG or an animated GIF.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel
+from pixgen.models.base import PixgenModel, keeps_mode
 from pixgen.utils.images import make_grid, save_grid
 
 METHODS = ("slerp", "lerp")
@@ -40,6 +41,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (dirs / dirs.norm(dim=1, keepdim=True) * norms).view(len(t), *a.shape).to(a.dtype)
 
 
+@keeps_mode
 @torch.no_grad()
 def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: int = 4,
                 seed: int = 0, seeds: Sequence[int] | None = None,
@@ -74,7 +76,14 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     model.eval()
     dev = model.device
     if images is not None:
-        model.require("encode", "interpolation between images")
+        if not model.can("encode"):
+            from pixgen.registry import MODELS
+
+            able = [m for m in MODELS.names()
+                    if {"latent", "encode"} <= MODELS.get(m).capabilities]
+            raise ConfigError(f"interpolation between images needs a model with an encoder; "
+                              f"{model.name!r} has none (models that have one: "
+                              f"{', '.join(able)}); interpolate between seeds instead")
         if len(images) < 2 or len(images) % 2:
             raise ConfigError(f"interpolation between images takes pairs: got {len(images)} "
                               f"image(s); give 2 (or 2 per row)")
@@ -89,7 +98,7 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     ends_labels = row_labels.repeat_interleave(2) if row_labels is not None else None
     lab_kw = {} if ends_labels is None else {"labels": ends_labels.to(dev)}
     if images is not None:
-        x = transforms.to_float(images) if images.dtype == torch.uint8 else images.float()
+        x = transforms.as_float(images, "interpolation between images")
         ends = model.encode(x.to(dev), **lab_kw, **decode_kwargs)  # type: ignore[attr-defined]
     elif seeds is not None:
         ends = torch.cat([model.prior_latents(  # type: ignore[attr-defined]
@@ -101,6 +110,8 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     path = lerp if method == "lerp" else slerp
     z = torch.cat([path(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
     kw = {} if row_labels is None else {"labels": row_labels.repeat_interleave(n).to(dev)}
+    if images is not None and "clip" in inspect.signature(model.decode).parameters:  # type: ignore[attr-defined]
+        kw["clip"] = False  # diffusion: decode inverted latents back to their images
     out = model.decode(z.to(dev), **kw, **decode_kwargs)  # type: ignore[attr-defined]
     return out.float().clamp(-1, 1).cpu().view(rows, n, *out.shape[1:])
 

@@ -14,13 +14,14 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel
+from pixgen.models.base import PixgenModel, keeps_mode
 from pixgen.utils.images import save_grid
 
 METHODS = ("auto", "latent", "pca", "tsne")
 MAP_NAME, MANIFOLD_NAME = "latent-map.png", "manifold.png"
 
 
+@keeps_mode
 @torch.no_grad()
 def encode_images(model: PixgenModel, images: torch.Tensor, *,
                   labels: torch.Tensor | None = None, batch_size: int = 256,
@@ -30,7 +31,7 @@ def encode_images(model: PixgenModel, images: torch.Tensor, *,
     model.require("latent", "a latent map")
     model.require("encode", "a latent map")
     model.eval()
-    x = transforms.to_float(images) if images.dtype == torch.uint8 else images.float()
+    x = transforms.as_float(images, "encoding")
     out = []
     for start in range(0, len(x), batch_size):
         kw = dict(kwargs)
@@ -106,6 +107,7 @@ def plot_map(coords: np.ndarray, labels: torch.Tensor | None, path: str | Path, 
     return path
 
 
+@keeps_mode
 @torch.no_grad()
 def manifold(model: PixgenModel, *, n: int = 15, label: int | None = None) -> torch.Tensor:
     """For a model with a 2-D latent: images decoded on an n x n grid of the prior's

@@ -8,15 +8,16 @@ from typing import Any
 
 import torch
 
-from pixgen.apps.translate import read_inputs
+from pixgen.apps.translate import output_paths, read_inputs
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel
+from pixgen.models.base import PixgenModel, keeps_mode
 from pixgen.utils.images import make_grid, save_image
 
 GRID_NAME = "superres.png"
 
 
+@keeps_mode
 def superres(model: PixgenModel, low_res: torch.Tensor, *, seed: int | None = 0,
              batch_size: int = 32, progress: bool = False, **kwargs: Any) -> torch.Tensor:
     """Upscale images with a super-resolution model, in batches.
@@ -33,11 +34,10 @@ def superres(model: PixgenModel, low_res: torch.Tensor, *, seed: int | None = 0,
         float (N, C, h * scale, w * scale) in [-1, 1] on the CPU.
     """
     model.require("superres", "super-resolution")
-    if low_res.dim() != 4 or low_res.shape[1] != model.config["channels"]:
-        raise ConfigError(f"the model takes (N, {model.config['channels']}, h, w) images, got "
-                          f"{tuple(low_res.shape)}")
-    if low_res.dtype == torch.uint8:
-        low_res = transforms.to_float(low_res)
+    low_res = transforms.as_float(low_res, "super-resolution")
+    if low_res.dim() != 4 or low_res.shape[1] != model.config["channels"] or not len(low_res):
+        raise ConfigError(f"the model takes (N, {model.config['channels']}, h, w) images, "
+                          f"N >= 1, got {tuple(low_res.shape)}")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     model.eval()
     chunks = low_res.split(batch_size)
@@ -76,7 +76,7 @@ def evaluate_superres(model: PixgenModel, high_res: torch.Tensor, *, seed: int |
     from pixgen.models.sr import bicubic_upscale, downscale
 
     model.require("superres", "super-resolution")
-    hr = transforms.to_float(high_res) if high_res.dtype == torch.uint8 else high_res.float()
+    hr = transforms.as_float(high_res, "evaluation")
     low = downscale(hr, model.config["scale"])
     out = superres(model, low, seed=seed, **kwargs)
     bicubic = bicubic_upscale(low, model.config["scale"])
@@ -105,6 +105,7 @@ def superres_files(model: PixgenModel, inputs: str | Path, out: str | Path, *,
     size, scale = model.config["image_size"], model.config["scale"]
     images, rel = read_inputs(inputs, image_size=size if evaluate else size // scale,
                               channels=model.config["channels"])
+    paths = output_paths(rel, out, grid=GRID_NAME, inputs=inputs)
     metrics = None
     if evaluate:
         result, bicubic, metrics = evaluate_superres(model, images, seed=seed, **kwargs)
@@ -112,7 +113,7 @@ def superres_files(model: PixgenModel, inputs: str | Path, out: str | Path, *,
         result = superres(model, images, seed=seed, **kwargs)
         bicubic = bicubic_upscale(transforms.to_float(images), scale)
     out = Path(out).expanduser()
-    written = [save_image(img, (out / r).with_suffix(".png")) for img, r in zip(result, rel)]
+    written = [save_image(img, path) for img, path in zip(result, paths)]
     k = min(len(result), 8)
     rows = [bicubic[:k], result[:k]] + ([transforms.to_float(images[:k])] if evaluate else [])
     written.append(save_image(make_grid(torch.cat(rows), nrow=k), out / GRID_NAME))

@@ -9,7 +9,7 @@ import torch
 from pixgen.data import transforms
 from pixgen.data.folder import decode_images, scan_images
 from pixgen.errors import ConfigError, DataError
-from pixgen.models.base import PixgenModel
+from pixgen.models.base import PixgenModel, keeps_mode
 from pixgen.utils.images import make_grid, save_image
 
 GRID_NAME = "translations.png"
@@ -33,6 +33,32 @@ def read_inputs(path: str | Path, *, image_size: int, channels: int, flag: str =
     return transforms.to_channels(images, channels), rel
 
 
+def output_paths(names: list[Path], out: str | Path, *, grid: str,
+                 inputs: str | Path | None = None) -> list[Path]:
+    """The PNG that each input (``names``: paths relative to ``inputs``) becomes in ``out``,
+    refusing any that would overwrite another output (``a.png`` and ``a.jpg``), the grid
+    ``grid``, or an input image itself (``out`` = the input folder)."""
+    out = Path(out).expanduser()
+    paths = [(out / r).with_suffix(".png") for r in names]
+    first: dict[Path, Path] = {}
+    for r, p in zip(names, paths):
+        if p in first:
+            raise ConfigError(f"{first[p]} and {r} would both be written to {p}; rename one")
+        first[p] = r
+    if out / grid in first:
+        raise ConfigError(f"{first[out / grid]} would be written to {out / grid}, where the "
+                          f"grid goes; rename it")
+    if inputs is not None:
+        src = Path(inputs).expanduser()
+        sources = {f.resolve() for f in ([src / r for r in names] if src.is_dir() else [src])}
+        for p in [*paths, out / grid]:
+            if p.resolve() in sources:
+                raise ConfigError(f"writing {p} would overwrite that input image; choose "
+                                  f"another --out folder")
+    return paths
+
+
+@keeps_mode
 @torch.no_grad()
 def translate(model: PixgenModel, images: torch.Tensor, *, direction: str = "AtoB",
               batch_size: int = 64) -> torch.Tensor:
@@ -49,11 +75,10 @@ def translate(model: PixgenModel, images: torch.Tensor, *, direction: str = "Ato
     """
     model.require("translate", "translation")
     size, channels = model.config["image_size"], model.config["channels"]
-    if images.shape[1:] != (channels, size, size):
-        raise ConfigError(f"the model translates {channels}x{size}x{size} images, got "
-                          f"{tuple(images.shape[1:])}; use read_inputs() to load and resize")
-    if images.dtype == torch.uint8:
-        images = transforms.to_float(images)
+    images = transforms.as_float(images, "translation")
+    if images.dim() != 4 or images.shape[1:] != (channels, size, size) or not len(images):
+        raise ConfigError(f"the model translates (N, {channels}, {size}, {size}) images, N >= 1, "
+                          f"got {tuple(images.shape)}; use read_inputs() to load and resize")
     model.eval()
     return torch.cat([model.translate(chunk, direction=direction).cpu()  # type: ignore[attr-defined]
                       for chunk in images.split(batch_size)])
@@ -70,9 +95,10 @@ def translate_files(model: PixgenModel, inputs: str | Path, out: str | Path, *,
     model.require("translate", "translation")
     images, rel = read_inputs(inputs, image_size=model.config["image_size"],
                               channels=model.config["channels"])
+    paths = output_paths(rel, out, grid=GRID_NAME, inputs=inputs)
     outputs = translate(model, images, direction=direction, batch_size=batch_size)
     out = Path(out).expanduser()
-    written = [save_image(img, (out / r).with_suffix(".png")) for img, r in zip(outputs, rel)]
+    written = [save_image(img, path) for img, path in zip(outputs, paths)]
     k = min(len(images), 8)
     rows = []
     for start in range(0, min(len(images), 32) - k + 1, k):  # up to 4 pairs of full rows

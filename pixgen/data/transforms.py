@@ -16,6 +16,21 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def as_float(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """uint8 images in [0, 255] or float images in [-1, 1] as float32 in [-1, 1] (other
+    float types are cast; the caller's tensor is never changed)."""
+    from pixgen.errors import ConfigError
+
+    if not isinstance(images, torch.Tensor):
+        raise ConfigError(f"{what}: expected a tensor of images, got {type(images).__name__}")
+    if images.dtype == torch.uint8:
+        return to_float(images)
+    if not images.is_floating_point():
+        raise ConfigError(f"{what}: float images in [-1, 1] or uint8 images in [0, 255], not "
+                          f"{images.dtype}")
+    return images.float()
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
     return images.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)

@@ -109,6 +109,22 @@ class _AllocationLimit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def keeps_mode(fn: Any) -> Any:
+    """Decorator for ``fn(model, ...)``, which runs the model in eval mode: the caller gets
+    the model back in the mode (train or eval) it had."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        was_training = model.training
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            if model.training != was_training:
+                model.train(was_training)
+
+    return wrapper
+
+
 @dataclass
 class Batch:
     """One training batch on the training device.
@@ -380,11 +396,24 @@ class PixgenModel(nn.Module):
                               + (f" (models that do: {', '.join(able)})" if able else ""))
 
     def check_images(self, images: torch.Tensor, what: str) -> None:
-        """Raise a clear error unless ``images`` is (N, channels, image_size, image_size)."""
+        """Raise a clear error unless ``images`` is (N, channels, image_size, image_size),
+        N >= 1."""
         shape = (self.config["channels"], self.config["image_size"], self.config["image_size"])
-        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 \
+                or tuple(images.shape[1:]) != shape:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
             raise ConfigError(f"{what} takes images of shape (N, {shape[0]}, {shape[1]}, "
-                              f"{shape[2]}), got {tuple(images.shape)}")
+                              f"{shape[2]}), got {got}")
+        if len(images) == 0:
+            raise ConfigError(f"{what} got no images")
+
+    def input_images(self, images: torch.Tensor, what: str) -> torch.Tensor:
+        """``images`` checked (:meth:`check_images`), as float32 in [-1, 1] on the model's
+        device: uint8 [0, 255] is converted, other float types are cast."""
+        from pixgen.data.transforms import as_float
+
+        self.check_images(images, what)
+        return as_float(images.to(self.device), what)
 
     def check_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Validate requested class labels for conditional sampling."""
@@ -429,6 +458,7 @@ class LikelihoodModel(GenerativeModel):
         """-log2 p(x) / D per image (an upper bound where ``bits_per_dim_kind`` says so)."""
         from pixgen.likelihood import bits_per_dim
 
+        images = self.input_images(images, "bits/dim")
         return bits_per_dim(-self.log_prob(images, labels), self.num_dims)
 
     def marginal_or_conditional(self, log_prob_given: Any, images: torch.Tensor,

@@ -115,9 +115,10 @@ class DiffusionCore:
     def denoise(self, x: torch.Tensor, *, steps: int, sampler: str, eta: float,
                 spacing: str, labels: torch.Tensor | None, guidance: float,
                 generator: torch.Generator | None, cond: torch.Tensor | None = None,
-                progress: bool = False) -> torch.Tensor:
+                progress: bool = False, clip: bool = True) -> torch.Tensor:
         """Run the reverse process from x = x_{T-1} (pure noise) to x_0 with ``steps``
-        network evaluations (twice as many images per evaluation when guided)."""
+        network evaluations (twice as many images per evaluation when guided); ``clip=False``
+        skips DDIM's x_0 clipping."""
         check_choice(sampler, SAMPLERS, "sampler")
         if eta < 0:
             raise ConfigError(f"eta must be >= 0, not {eta}")
@@ -131,7 +132,7 @@ class DiffusionCore:
             if sampler == "ddpm":
                 x = self.process.ddpm_step(x, out, t, prev, noise=noise, variance=self.variance)
             else:
-                x = self.process.ddim_step(x, out, t, prev, eta=eta, noise=noise)
+                x = self.process.ddim_step(x, out, t, prev, eta=eta, noise=noise, clip=clip)
         return x
 
 
@@ -264,21 +265,37 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-               steps: int | None = None, progress: bool = False) -> torch.Tensor:
+               steps: int | None = None, progress: bool = False, clip: bool = True
+               ) -> torch.Tensor:
         """Images from initial noise ``z`` by deterministic DDIM (eta 0, no guidance; a
-        class-conditional model without labels uses its unconditional mode)."""
-        return self.sample(len(z), labels=labels, noise=z, sampler="ddim", eta=0.0,
-                           steps=steps, guidance=1.0, progress=progress)
+        class-conditional model without labels uses its unconditional mode).
+
+        ``clip`` clips each step's predicted x_0 to the data range, as sampling does, so a
+        seed decodes to the image ``sample`` draws from it. Latents from :meth:`encode`
+        decode back to their images with ``clip=False``: inversion never clips, and
+        clipping would bend the path back (interpolation between images uses it)."""
+        if clip:
+            return self.sample(len(z), labels=labels, noise=z, sampler="ddim", eta=0.0,
+                               steps=steps, guidance=1.0, progress=progress)
+        labels = self.check_labels(len(z), labels)
+        shape = (len(z), self.channels, self.image_size, self.image_size)
+        if tuple(z.shape) != shape:
+            raise ConfigError(f"latents must have shape {shape}, not {tuple(z.shape)}")
+        steps, _, _ = self.sampling_defaults(steps, "ddim", 0.0)
+        x = self.denoise(z.to(self.device).float(), steps=steps, sampler="ddim", eta=0.0,
+                         spacing="leading", labels=labels,
+                         guidance=self.resolve_guidance(labels, 1.0), generator=None,
+                         progress=progress, clip=False)
+        return x.clamp(-1, 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, labels: torch.Tensor | None = None,
                steps: int | None = None, progress: bool = False) -> torch.Tensor:
         """The initial noise whose DDIM decoding gives back ``images`` (DDIM inversion with
         ``steps`` steps, default ``sample_steps``); approximate, closer with more steps."""
-        self.check_images(images, "DDIM inversion")
+        x = self.input_images(images, "DDIM inversion")
         labels = self.check_labels(len(images), labels)
         ts = sampling_timesteps(self.process.timesteps, steps or self.sample_steps)[::-1]
-        x = images.to(self.device).float()
         for i in _progress(range(len(ts)), progress, "ddim inversion"):
             s = ts[max(i - 1, 0)]  # the clean image counts as the lowest level
             x = self.process.ddim_invert_step(x, self.predict(x, s, labels=labels), s, ts[i])
@@ -292,6 +309,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         term, T - 1 KL terms and the discretised decoder, with the model's fixed variance.
         A class-conditional model trained with label dropout scores unlabelled images with
         its unconditional mode (a model of p(x)); without dropout, by the class marginal."""
+        images = self.input_images(images, "log_prob")
         if self.num_classes and labels is None and self.cond_drop > 0:
             labels = torch.full((len(images),), self.num_classes, dtype=torch.long,
                                 device=images.device)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -302,6 +301,7 @@ class Glow(LatentInpainting, LikelihoodModel):
                  ) -> torch.Tensor:
         """A lower bound on log P(x) of 8-bit images, in nats: log p(y) - D log 128 for one
         dequantisation y of each image (marginal over classes when conditional)."""
+        images = self.input_images(images, "log_prob")
         y = dequantize(images)
         logp = self.marginal_or_conditional(lambda lab: self._log_density(y, lab), images,
                                             labels)
@@ -340,9 +340,10 @@ class Glow(LatentInpainting, LikelihoodModel):
                ) -> torch.Tensor:
         """The exact latents (N, D) of images in [-1, 1] (taken as the continuous y, with no
         dequantisation noise); ``labels`` for a class-conditional model."""
+        h = self.input_images(images, "encoding")
         labels = self._check_latent_labels(len(images), labels)
         cond = self._cond(labels)
-        h, parts = images.to(self.device).float(), []
+        parts = []
         for level, steps in enumerate(self.flows):
             h = squeeze2x2(h)
             for step in steps:
@@ -382,8 +383,7 @@ class Glow(LatentInpainting, LikelihoodModel):
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, temperature: float = 0.7,
-               **kwargs: Any) -> torch.Tensor:
+               generator: torch.Generator | None = None, temperature: float = 0.7) -> torch.Tensor:
         """Draw latents at ``temperature`` (their standard deviations scaled by it; Glow's
         samples look best around 0.7) and invert the flow."""
         labels = self.check_labels(n, labels)

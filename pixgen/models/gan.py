@@ -23,7 +23,6 @@ Separate learning rates (TTUR, Heusel et al. 2017) are a trainer setting:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -224,7 +223,7 @@ class GAN(LatentInpainting, GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+               generator: torch.Generator | None = None) -> torch.Tensor:
         labels = self.check_labels(n, labels)
         z = randn(n, self.z_dim, generator=generator, device=self.device)
         if self.embedding is not None and labels is None:

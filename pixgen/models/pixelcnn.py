@@ -93,6 +93,7 @@ class PixelCNN(LikelihoodModel):
     def log_prob(self, images: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """Exact log p(x) (or log p(x | y) with ``labels``) per image, in nats."""
+        images = self.input_images(images, "log_prob")
         return self.marginal_or_conditional(lambda y: self._log_prob_given(images, y),
                                             images, labels)
 
@@ -136,8 +137,7 @@ class PixelCNN(LikelihoodModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, temperature: float = 1.0,
-               **kwargs: Any) -> torch.Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Draw images pixel by pixel; ``temperature`` < 1 sharpens each pixel's
         distribution (softmax: logits / T; logistic: scales * T)."""
         labels = self.check_labels(n, labels)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -135,9 +134,10 @@ class VAE(LatentInpainting, GenerativeModel):
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, labels: torch.Tensor | None = None
                ) -> torch.Tensor:
-        """Posterior means of images in [-1, 1]."""
+        """Posterior means of images in [-1, 1] (or uint8)."""
+        images = self.input_images(images, "encoding")
         self.check_labels(len(images), labels)
-        return self.encoder(images.to(self.device))[0]
+        return self.encoder(images)[0]
 
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] (the decoder's mean) for latents ``z``; differentiable in z."""
@@ -217,6 +217,7 @@ class VAE(LatentInpainting, GenerativeModel):
         """Per image, in bits per dimension (see pixgen.likelihood): the negative ELBO
         (beta = 1) for ``k`` = 1, else the importance-weighted bound with ``k`` samples; both
         are upper bounds on -log2 p(x)."""
+        images = self.input_images(images, "bits/dim")
         if k > 1:
             return bits_per_dim(self.iwae_nll(images, k=k), self.num_dims)
         recon, kl = self.negative_elbo_terms(images)
@@ -252,8 +253,7 @@ class VAE(LatentInpainting, GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, temperature: float = 1.0,
-               **kwargs: Any) -> torch.Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Decode ``n`` latents drawn from the prior N(0, temperature^2 I)."""
         self.check_labels(n, labels)
         z = randn(n, self.latent_dim, generator=generator, device=self.device) * temperature

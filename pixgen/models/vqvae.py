@@ -114,8 +114,8 @@ class VQVAE(PixgenModel):
     # -- capabilities -------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Code indices (N, h, w) of images in [-1, 1]."""
-        return self.quantizer.indices(self.encoder(images))
+        """Code indices (N, h, w) of images in [-1, 1] (or uint8)."""
+        return self.quantizer.indices(self.encoder(self.input_images(images, "encoding")))
 
     def decode_params(self, indices: torch.Tensor) -> torch.Tensor:
         """The decoder's raw output (mean, and per-pixel scales) for code indices (N, h, w)."""
@@ -244,6 +244,7 @@ class VQVAEPrior(LikelihoodModel):
     def log_prob(self, images: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """The ELBO log p(x | z(x)) + log p(z(x)) per image, in nats (a lower bound)."""
+        images = self.input_images(images, "log_prob")
         codes = self.vqvae.encode(images)
         recon = -self.vqvae.reconstruction_nll(images, self.vqvae.decode_params(codes))
         prior = self.marginal_or_conditional(lambda y: self._code_log_prob(codes, y), images,
@@ -278,8 +279,7 @@ class VQVAEPrior(LikelihoodModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, temperature: float = 1.0,
-               **kwargs: Any) -> torch.Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Prior codes -> decoder; ``temperature`` divides the prior's logits."""
         labels = self.check_labels(n, labels)
         if self.num_classes and labels is None:

@@ -142,7 +142,8 @@ def test_interpolation_files(tmp_path):
 def test_interpolate_errors():
     with pytest.raises(PixgenError, match="models that do: .*dcgan"):
         pixgen.interpolate(build("pixelcnn"))
-    with pytest.raises(PixgenError, match="'encode'"):
+    with pytest.raises(PixgenError, match="needs a model with an encoder; 'dcgan' has none "
+                                          r"\(models that have one: diffusion, glow, vae\)"):
         pixgen.interpolate(build("dcgan"), images=images(2))
     with pytest.raises(PixgenError, match="pairs"):
         pixgen.interpolate(build("vae"), images=images(3))

@@ -42,7 +42,7 @@ def test_png_masks_white_or_transparent_means_fill(tmp_path):
         load_mask(tmp_path / "bad.png", 8)
     with pytest.raises(ConfigError, match="not a built-in mask"):
         resolve_mask("nothere.png", 8)
-    with pytest.raises(ConfigError, match="the images 8x8"):
+    with pytest.raises(ConfigError, match=r"the mask has shape \(4, 4\); give \(8, 8\)"):
         resolve_mask(torch.ones(4, 4), 8)
 
 
