@@ -10,7 +10,7 @@ import torch
 
 from pixgen.config import RunConfig, check_config, set_key, validate_model_args
 from pixgen.data.base import bad_image_policy, write_bad_image_report
-from pixgen.errors import ConfigError
+from pixgen.errors import ConfigError, StageOneStopped
 from pixgen.models.base import ModelArgsError, PixgenModel
 from pixgen.sampling import generate  # noqa: F401  (re-exported as pixgen.generate)
 from pixgen.registry import DATASETS, MODELS
@@ -117,6 +117,9 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
     if resume:
         if out is None:
             raise ConfigError("resuming needs the run directory: pass --out RUN_DIR")
+        if config is not None:
+            raise ConfigError("--config does not go with --resume: a run resumes with its own "
+                              "config.yaml (change what may change with --set)")
         run_dir = Path(out).expanduser()
         distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
         saved = RunConfig.from_yaml(run_dir / "config.yaml")
@@ -127,6 +130,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         if isinstance(config, (str, Path)):
             config = RunConfig.from_yaml(config)
         cfg = build_config(settings, base=config)
+        _absolute_paths(cfg)
         # Fail early on a bad name or value, before any directory is made or data loaded.
         check_config(cfg)
         validate_model_args(MODELS.get(cfg.model), cfg.model_args)
@@ -155,6 +159,18 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         if len(skipped) > n:  # the test split too, for evaluations during training
             _report_bad_images(run_dir, skipped)
     return model
+
+
+def _absolute_paths(cfg: RunConfig) -> None:
+    """Make the paths in a new run's config absolute (folder and unpaired datasets, the data
+    folder, --from), so that config.yaml, resume and eval work from any directory."""
+    name, sep, arg = cfg.data.spec.partition(":")
+    if sep and arg and name in ("folder", "unpaired"):
+        cfg.data.spec = f"{name}:{Path(arg).expanduser().resolve()}"
+    if cfg.data.data_dir:
+        cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
+    if cfg.train.init_from:
+        cfg.train.init_from = str(Path(cfg.train.init_from).expanduser().resolve())
 
 
 def _dry_run_model(cfg: RunConfig) -> None:
@@ -209,9 +225,16 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
     if is_main():
         print(f"{cfg.model}: stage one, training {cls.stage_one} into {out} (then the prior; "
               f"or start from a finished {cls.stage_one} run with --from RUN)")
-    train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
-          seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress,
-          **cls.stage_one_args(cfg.model_args))
+    first = train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
+                  seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress,
+                  **cls.stage_one_args(cfg.model_args))
+    if getattr(first, "stopped_early", False):
+        # the prior would learn the codes of a half-trained stage one
+        raise StageOneStopped(
+            f"stage one stopped early, so {cfg.model} did not start: resume stage one with "
+            f"pixgen train {cls.stage_one} --out {out} --resume, then train the prior with "
+            f"pixgen train {cfg.model} --from {out} --out {run_dir}",
+            signal=getattr(first, "interrupted_by", None))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 import time
@@ -46,13 +47,35 @@ def _add_diffusion_options(p: argparse.ArgumentParser, *, guidance: bool) -> Non
     g.add_argument("--sampler", default=None, choices=("ddim", "ddpm"),
                    help="ddim (deterministic with --eta 0) or ddpm (ancestral) "
                    "(default: the model's, ddim)")
-    g.add_argument("--eta", type=float, default=None,
+    g.add_argument("--eta", type=_finite_float, default=None,
                    help="DDIM noise: 0 deterministic, 1 as much as DDPM (default: the "
                    "model's sample_eta, 1)")
     if guidance:
-        g.add_argument("--guidance", type=float, default=None, metavar="W",
+        g.add_argument("--guidance", type=_finite_float, default=None, metavar="W",
                        help="classifier-free guidance for class-conditional models: 1 = none, "
                        "0 = unconditional, >1 stronger (default: 2 with labels)")
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _sampling_kwargs(args: argparse.Namespace, method: Any, what: str) -> dict[str, Any]:
@@ -110,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"datasets`; default: {_D.spec})")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help=f"optimisation steps (default: {_T.steps})")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                    help=f"images per step (default: {_T.batch_size})")
     p.add_argument("--lr", type=float, default=None, help="learning rate of every parameter "
                    "group (default: the model's own)")
@@ -169,12 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=None, metavar="K",
                    help="class-conditional models: K samples of every class, one grid row per "
                    "class (replaces --n and --labels)")
-    p.add_argument("--temperature", type=float, default=None,
+    p.add_argument("--temperature", type=_finite_float, default=None,
                    help="sampling temperature, for models that take one (default: the model's)")
     _add_diffusion_options(p, guidance=True)
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass "
                    "(default: 256); the images a seed gives depend on it too")
-    p.add_argument("--nrow", type=int, default=None, help="images per grid row "
+    p.add_argument("--nrow", type=_positive_int, default=None, help="images per grid row "
                    "(default: square)")
     _add_run_options(p)
     p.set_defaults(func=cmd_sample)
@@ -200,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="real split to compare with (default: test)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass "
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass "
                    "(default: 256); the images a seed gives depend on it too")
     p.add_argument("--real", metavar="DIR_OR_SPEC", help="real images: a dataset spec or a "
                    "folder")
@@ -247,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AtoB (domain A to B) or BtoA (default: AtoB)")
     p.add_argument("--out", default="translated", metavar="DIR",
                    help="output folder (default: translated)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass "
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass "
                    "(default: 64)")
     _add_run_options(p)
     p.set_defaults(func=cmd_translate)
@@ -284,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: RePaint jump length (default: 10)")
     p.add_argument("--resample", type=int, default=None,
                    help="diffusion: RePaint resampling count, 1 = none (default: 5)")
-    p.add_argument("--guidance", type=float, default=None, metavar="W",
+    p.add_argument("--guidance", type=_finite_float, default=None, metavar="W",
                    help="diffusion: classifier-free guidance with --labels (default: 2)")
     p.add_argument("--restarts", type=int, default=None,
                    help="latent optimisation: starts per image, best kept (default: 4)")
@@ -356,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10000, help="images (default: 10000)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch "
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch "
                    "(default: 256); the images a seed gives depend on it too")
     _add_diffusion_options(p, guidance=True)
     _add_run_options(p)
@@ -366,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_Formatter,
                        description="Super-resolve an image or a folder with a super-resolution "
                        "model; writes one PNG per input into --out and superres.png (bicubic "
-                       "above the model's output). With --eval the inputs are high-resolution "
+                       "above the model's output). The model works at one size: inputs are "
+                       "read at its image size / scale (others are resized and centre-cropped, "
+                       "with a warning). With --eval the inputs are high-resolution "
                        "originals: they are downscaled first, and PSNR and SSIM of the model "
                        "and of bicubic upsampling against them are printed.",
                        epilog="examples:\n  pixgen superres runs/diffusion-sr-shapes --input "
@@ -381,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the inputs are originals: downscale, upscale, report PSNR and SSIM "
                    "against bicubic")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
     _add_diffusion_options(p, guidance=False)
     _add_run_options(p)
     p.set_defaults(func=cmd_superres)
@@ -482,6 +507,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = model.run_dir
     from pixgen.utils.distributed import is_main
 
+    signum = getattr(model, "interrupted_by", None)
+    if signum:  # the trainer said where it stopped and how to resume; no "trained" line
+        return 128 + signum  # as a shell reports a process the signal ended: 130, 143
     if not is_main():  # one report, from rank 0
         return 0
     print(f"trained {model.name} in {time.perf_counter() - t0:.0f} s -> {run}")
@@ -585,6 +613,17 @@ def _warn_skipped(skipped: list[tuple[str, str]], shown: int = 10) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _cmd_eval_inner(args, sys.stdout)
+    # --json: stdout carries the JSON only; what the work prints on the way goes to stderr
+    import contextlib
+
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _cmd_eval_inner(args, out)
+
+
+def _cmd_eval_inner(args: argparse.Namespace, out: Any) -> int:
     from pixgen.eval.evaluate import evaluate_run, evaluate_sets, format_table
 
     common = dict(features=args.features, data_dir=args.data_dir, device=args.device or "auto",
@@ -592,7 +631,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.run and (args.real or args.fake):
         raise ConfigError("give either a RUN or --real and --fake, not both")
     if args.augment_score:
-        return _augment_score(args)
+        return _augment_score(args, out)
     if args.run:
         if args.iwae_k < 0:
             raise ConfigError(f"--iwae-k must be 0 (skip) or more, not {args.iwae_k}")
@@ -608,7 +647,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("pixgen eval needs a RUN directory, or both --real DIR_OR_SPEC and "
                           "--fake DIR")
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2), file=out)
     else:
         print(format_table(result))
         if args.run:
@@ -617,7 +656,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _augment_score(args: argparse.Namespace) -> int:
+def _augment_score(args: argparse.Namespace, out: Any) -> int:
     import pixgen
     from pixgen.apps.augment import augment_score
 
@@ -628,11 +667,13 @@ def _augment_score(args: argparse.Namespace) -> int:
                       steps=args.clf_steps, seed=args.seed, data_dir=args.data_dir,
                       device=args.device or "auto", progress=not args.no_progress)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps(r, indent=2), file=out)
         return 0
     print(f"classifier test accuracy on {r['dataset']} ({r['n_test']} test images), "
           f"{r['classifier_steps']} steps each:")
-    print(f"  {r['n_real']} real ({r['real_per_class']} per class)      "
+    used = r["real_per_class_used"]
+    per_class = str(used[0]) if min(used) == max(used) else f"{min(used)}-{max(used)}"
+    print(f"  {r['n_real']} real ({per_class} per class)      "
           f"{100 * r['accuracy_real']:6.2f}%")
     print(f"  real + {r['n_synthetic']} synthetic       "
           f"{100 * r['accuracy_real_plus_synthetic']:6.2f}%  (gain {100 * r['gain']:+.2f} "
@@ -674,9 +715,16 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
     from pixgen.apps.latent_map import latent_map_files
     from pixgen.data.base import DataInfo
 
+    if args.n < 3:
+        raise ConfigError(f"--n must be at least 3 (points to map), not {args.n}")
     model = pixgen.load(args.run, device=args.device or "auto")
-    model.require("latent", "pixgen latent-map")
-    model.require("encode", "pixgen latent-map")
+    if not (model.can("latent") and model.can("encode")):
+        from pixgen.registry import MODELS
+
+        able = [m for m in MODELS.names() if {"latent", "encode"} <= MODELS.get(m).capabilities]
+        raise ConfigError(f"pixgen latent-map needs a model that encodes images into its "
+                          f"latent space; {model.name!r} does not (models that do: "
+                          f"{', '.join(able)})")
     info = DataInfo(**model.meta["data"])
     size, channels = model.config["image_size"], model.config["channels"]
     labels, names = None, info.class_names
@@ -710,6 +758,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     from pixgen.apps.augment import augment
 
     model = pixgen.load(args.run, device=args.device or "auto")
+    model.require("sample", "pixgen augment")
     kwargs = _sampling_kwargs(args, model.sample, model.name)  # type: ignore[attr-defined]
     written = augment(model, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                       progress=not args.no_progress, **kwargs)
@@ -827,8 +876,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     metrics = run / "metrics.jsonl"
     last = {}
     if metrics.exists():
-        lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-        last = json.loads(lines[-1]) if lines else {}
+        from pixgen.train.logger import read_metrics
+
+        records = read_metrics(metrics)
+        last = records[-1] if records else {}
     info = {
         "run": str(run),
         "model": meta["model"],
@@ -877,7 +928,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pixgen.train.trainer import default_run_dir
 
     out = Path(args.out) if args.out else default_run_dir("demo")
-    steps = args.steps or DEMO["steps"]
+    steps = DEMO["steps"] if args.steps is None else args.steps
+    if steps < 1:
+        raise ConfigError(f"--steps must be at least 1, not {steps}")
     print(f"pixgen demo: training {DEMO['model']} on the built-in {DEMO['data']} "
           f"({DEMO['image_size']} px) for {steps} steps or 2.5 minutes -> {out}")
     t0 = time.perf_counter()
@@ -896,7 +949,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
+    return f"pixgen: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _format_warning  # one line, as the errors are
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -905,15 +966,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PixgenError as e:
         if args.debug:
             raise
+        signum = getattr(e, "signal", None)
         from pixgen.utils.distributed import ReplicatedError, rank
 
         if not isinstance(e, ReplicatedError):
             prefix = f"pixgen[rank {rank()}]" if rank() else "pixgen"
             print(f"{prefix}: error: {e}", file=sys.stderr)
-        return 2
+        return 128 + signum if signum else 2
     except KeyboardInterrupt:
         print("pixgen: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a path that cannot be written or read: name it, no traceback
+        if args.debug or not (e.filename or e.strerror):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pixgen: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,8 +179,19 @@ class RunConfig:
             data = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder; give its config.yaml "
+                              f"(or resume the run with --out {path} --resume)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text file, so not a YAML config") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML{at}: {what}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{path} is not a pixgen config: it holds a YAML "
+                              f"{type(data).__name__}, not a mapping of sections")
         return cls.from_dict(data or {}, source=str(path))
 
 

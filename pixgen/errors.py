@@ -31,6 +31,15 @@ class TrainingDiverged(PixgenError):
     """Training produced non-finite losses too many steps in a row."""
 
 
+class StageOneStopped(PixgenError):
+    """Stage one of a two-stage model stopped early (a signal or the time limit), so the
+    second stage did not start; ``signal`` is the signal's number, if one stopped it."""
+
+    def __init__(self, message: str, *, signal: int | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+
+
 class NonFiniteSamples(PixgenError):
     """A model generated images with NaN or inf values, which no score can describe."""
 

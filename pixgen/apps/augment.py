@@ -117,6 +117,8 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
     import pixgen
 
     model.require("sample", "the augmentation score")
+    if real_per_class < 1:
+        raise ConfigError(f"--real-per-class must be at least 1, not {real_per_class}")
     info = DataInfo(**model.meta["data"])
     if not info.num_classes:
         raise ConfigError(f"the run's dataset {info.spec!r} has no labels to score with")
@@ -126,7 +128,10 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
     train = _balanced_subset(load_dataset(info.spec, split="train", **kw), real_per_class, seed)
     test = load_dataset(info.spec, split="test", **kw)
     folders = [f"{k:03d}" for k in range(info.num_classes)]
+    # a class with fewer training images than asked gives all it has
+    counts = torch.bincount(train.labels, minlength=info.num_classes)  # type: ignore[arg-type]
     result: dict[str, Any] = {"dataset": info.spec, "real_per_class": real_per_class,
+                              "real_per_class_used": counts.tolist(),
                               "n_real": len(train), "n_synthetic": n_synthetic,
                               "n_test": len(test), "classifier_steps": steps,
                               "batch_size": batch_size, "seed": seed}

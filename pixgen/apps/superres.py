@@ -84,6 +84,32 @@ def evaluate_superres(model: PixgenModel, high_res: torch.Tensor, *, seed: int |
     return out, bicubic, {**ours, "psnr_bicubic": base["psnr"], "ssim_bicubic": base["ssim"]}
 
 
+def _warn_resized(inputs: str | Path, rel: list[Path], side: int, evaluate: bool) -> None:
+    """Warn when inputs are not ``side`` x ``side``: they were resized (and centre-cropped)
+    to it, so the output is not an upscaling of the image as it was."""
+    import warnings
+
+    from PIL import Image
+
+    src = Path(inputs).expanduser()
+    sizes: dict[tuple[int, int], int] = {}
+    for r in rel:
+        try:
+            with Image.open(src / r if src.is_dir() else src) as img:
+                if img.size != (side, side):
+                    sizes[img.size] = sizes.get(img.size, 0) + 1
+        except OSError:
+            continue
+    if sizes:
+        seen = ", ".join(f"{w}x{h}" for w, h in list(sizes)[:3]) + (", ..." if len(sizes) > 3
+                                                                  else "")
+        role = ("high-resolution originals (--eval)" if evaluate
+                else "low-resolution inputs")
+        warnings.warn(f"{sum(sizes.values())} input(s) ({seen}) were resized and centre-cropped "
+                      f"to {side}x{side}, the model's size for {role}: its output is not an "
+                      f"upscaling of the image as it was", stacklevel=3)
+
+
 def superres_files(model: PixgenModel, inputs: str | Path, out: str | Path, *,
                    evaluate: bool = False, seed: int | None = 0, **kwargs: Any
                    ) -> tuple[list[Path], dict[str, float] | None]:
@@ -106,6 +132,7 @@ def superres_files(model: PixgenModel, inputs: str | Path, out: str | Path, *,
     images, rel = read_inputs(inputs, image_size=size if evaluate else size // scale,
                               channels=model.config["channels"])
     paths = output_paths(rel, out, grid=GRID_NAME, inputs=inputs)
+    _warn_resized(inputs, rel, size if evaluate else size // scale, evaluate)
     metrics = None
     if evaluate:
         result, bicubic, metrics = evaluate_superres(model, images, seed=seed, **kwargs)

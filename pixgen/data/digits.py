@@ -29,7 +29,7 @@ def _split_indices(labels: np.ndarray, split: str) -> np.ndarray:
 
 
 @DATASETS.register("digits", help="scikit-learn's bundled handwritten digits (10 classes, "
-                   "1437 train / 360 test, upsampled from 8x8 to 32px grayscale)")
+                   "1438 train / 359 test, upsampled from 8x8 to 32px grayscale)")
 def load_digits(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
                 download: bool) -> ImageData:
     if arg:

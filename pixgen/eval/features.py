@@ -100,7 +100,8 @@ def load_or_train_classifier(info: DataInfo, *, data_dir: str | None = None,
     if not (target / "model.safetensors").exists():
         if not info.num_classes:
             raise DataError(f"dataset {info.spec!r} has no labels, so pixgen cannot train its "
-                            f"evaluation classifier; use --features inception, or give the "
+                            f"evaluation classifier; use --features inception (in training: "
+                            f"--set train.eval_features=inception), or give the "
                             f"images class subfolders")
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,12 +109,21 @@ def load_or_train_classifier(info: DataInfo, *, data_dir: str | None = None,
               f"({info.image_size}px, {info.channels} channel(s)); once, cached in {target}")
         overrides = {"train.sample_every": 0, "train.ckpt_every": 0,
                      "train.tensorboard": False, "data.data_dir": data_dir}
-        pixgen.train("classifier", data=info.spec, image_size=info.image_size,
-                     out=tmp, device=str(device), progress=progress,
-                     overrides={**overrides, "data.channels": info.channels,
-                                "train.steps": CLASSIFIER_TRAINING["steps"],
-                                "train.batch_size": CLASSIFIER_TRAINING["batch_size"]},
-                     **CLASSIFIER_TRAINING["model_args"])
+        try:
+            pixgen.train("classifier", data=info.spec, image_size=info.image_size,
+                         out=tmp, device=str(device), progress=progress,
+                         overrides={**overrides, "data.channels": info.channels,
+                                    "train.steps": CLASSIFIER_TRAINING["steps"],
+                                    "train.batch_size": CLASSIFIER_TRAINING["batch_size"]},
+                         **CLASSIFIER_TRAINING["model_args"])
+        except ConfigError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if "larger than the dataset" not in str(e):
+                raise
+            raise DataError(f"{info.spec} has too few labelled training images for pixgen's "
+                            f"evaluation classifier (it trains with batches of "
+                            f"{CLASSIFIER_TRAINING['batch_size']}); use --features inception (in "
+                            f"training: --set train.eval_features=inception)") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, target)

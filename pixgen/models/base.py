@@ -390,7 +390,14 @@ class PixgenModel(nn.Module):
                 raise PixgenError(f"{action} needs a generative model; {self.name!r} cannot "
                                   f"sample by itself: {self.next_step_hint}")
 
-            able = [n for n in MODELS.names() if capability in MODELS.get(n).capabilities]
+            def offers(cls: type) -> bool:  # "sample" and "class_conditional" come from the
+                if capability in ("sample", "class_conditional"):  # class, not the list
+                    return issubclass(cls, GenerativeModel) and (
+                        capability == "sample" or "num_classes" in
+                        inspect.signature(cls.__init__).parameters)
+                return capability in cls.capabilities
+
+            able = [n for n in MODELS.names() if offers(MODELS.get(n))]
             raise PixgenError(f"{action} needs a model with {capability!r}; "
                               f"{self.name!r} does not have it"
                               + (f" (models that do: {', '.join(able)})" if able else ""))

@@ -41,6 +41,20 @@ class MetricTracker:
         return out
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, skipping lines that are not JSON objects (a line a
+    crash or a full disk cut short: the file is appended to, not replaced)."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class RunLogger:
     """Writes metrics.jsonl (one JSON object per logged step) and TensorBoard events.
 
@@ -51,9 +65,9 @@ class RunLogger:
     def __init__(self, run_dir: Path, *, start_step: int, tensorboard: bool) -> None:
         self.path = run_dir / METRICS
         if start_step and self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            keep = [r for r in read_metrics(self.path)
+                    if isinstance(r.get("step", 0), int) and r.get("step", 0) <= start_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
         elif not start_step:
             self.path.write_text("")
         self._pending: tuple[int, dict[str, Any]] | None = None

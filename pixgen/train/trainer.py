@@ -162,12 +162,14 @@ class GracefulStop:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal: int | None = None  # the signal that asked, if one did
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = signum
         progress_write(f"pixgen: {signal.Signals(signum).name} received: finishing the current "
                    f"step and saving a checkpoint (Ctrl-C again to abort)")
 
@@ -326,9 +328,17 @@ class Trainer:
             raise ConfigError(f"each of the {self.world_size} processes gets "
                               f"{t.batch_size // self.world_size} images per step, which "
                               f"train.grad_accum={t.grad_accum} does not divide; change one")
+        implied = model_cls.config_from_data(self.data_info)
+        flags = {"image_size": "--image-size", "channels": "--channels"}
+        for key, flag in flags.items():
+            if key in model_args and key in implied and model_args[key] != implied[key]:
+                source = (f"the run --from {cfg.train.init_from} was trained at {key}"
+                          if cfg.train.init_from else f"model.{key} is")
+                raise ConfigError(f"{source} {model_args[key]}, but the data is "
+                                  f"{implied[key]}: give {flag} {model_args[key]} to read the "
+                                  f"data that way, or leave model.{key} out")
         torch.manual_seed(cfg.seed)
-        self.model: PixgenModel = model_cls(
-            **{**model_cls.config_from_data(self.data_info), **model_args}).to(self.device)
+        self.model: PixgenModel = model_cls(**{**implied, **model_args}).to(self.device)
         # Convolutions run faster on channels-last tensors with cuDNN (tensor cores); on a
         # 2-core Xeon it gave dcgan 1.3x before R1 became its default, and is a wash since.
         prefers = model_cls.prefers_channels_last if t.channels_last is None \
@@ -382,12 +392,8 @@ class Trainer:
         try:
             self.model.load_pretrained(pretrained)
         except RuntimeError as e:
-            # load_state_dict's first line only says "Error(s) in loading ..."; the next
-            # names the first mismatched tensor
-            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-            why = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
             raise CheckpointError(f"--from {source}: its weights do not fit this "
-                                  f"{self.cfg.model} model ({why[:300]}); keep "
+                                  f"{self.cfg.model} model ({_first_mismatch(e)}); keep "
                                   f"the architecture settings of that run") from None
         if self.ema is not None:
             self.ema.model.load_state_dict(self.model.state_dict())
@@ -428,8 +434,10 @@ class Trainer:
             self._restore_rng(state)
             self.saved_step = self.step
         except (KeyError, RuntimeError, ValueError) as e:
+            why = f"missing {e}" if isinstance(e, KeyError) else _first_mismatch(e)
             raise CheckpointError(f"{self.run_dir / ckpt.STATE} does not match this run's "
-                                  f"model and settings ({type(e).__name__}: {e})") from None
+                                  f"model and settings ({why}); was config.yaml edited or "
+                                  f"replaced? Restore it, or start a new run") from None
         self._warn_if_environment_changed(state)
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
@@ -623,12 +631,16 @@ class Trainer:
         self.monitor = StabilityMonitor(self.model,
                                         to_float(self.batcher.data.images[:256]).cpu())
         self.model.train()
+        if main and self.step >= t.steps > 0:
+            print(f"pixgen: the run is already at step {self.step} (train.steps {t.steps}): "
+                  f"nothing to train; pass a larger --steps to continue it")
         bar = progress_bar(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and main), desc=self.run_dir.name)
         last_time, last_step = time.perf_counter(), self.step
         session_start = time.perf_counter()
         limit_s = t.max_minutes * 60 if t.max_minutes is not None else float("inf")
         stopped = ""
+        interrupted_by: int | None = None  # SIGINT / SIGTERM, when one stopped the run
         try:
             if main:
                 logger = RunLogger(self.run_dir, start_step=self.step if self.resume else 0,
@@ -693,6 +705,7 @@ class Trainer:
                         self.save()
                     if stopping and not done:
                         stopped = stopped or "interrupted"
+                        interrupted_by = stop.signal
                         break
             if main and not stopped and self.model.can("classify"):
                 self._report_test_accuracy(logger)
@@ -716,7 +729,17 @@ class Trainer:
                   f"{self.run_dir} --resume")
         model = ckpt.load_model(self.run_dir, device=self.device)
         model.stopped_early = bool(stopped)
+        # a signal (not the time limit, a planned stop): the CLI exits 128 + its number
+        model.interrupted_by = interrupted_by if stopped else None
         return model
+
+
+def _first_mismatch(e: Exception) -> str:
+    """One line of a load_state_dict error: its first line only says "Error(s) in loading
+    ..."; the next names the first mismatched tensor."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    why = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
+    return why[:300]
 
 
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:

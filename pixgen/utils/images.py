@@ -42,12 +42,21 @@ def make_grid(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
+#: The image file types pixgen writes (PIL picks the format from the suffix).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+
+
 def save_image(array_or_tensor: np.ndarray | torch.Tensor, path: str | Path) -> Path:
     """Save one HWC/HW uint8 array, or one CHW tensor, as an image file (format by suffix)."""
     if isinstance(array_or_tensor, torch.Tensor):
         t = as_uint8(array_or_tensor[None])[0]
         array_or_tensor = t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
     path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        from pixgen.errors import ConfigError
+
+        raise ConfigError(f"cannot write an image to {path}: give a file name ending in "
+                          f"{', '.join(IMAGE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array_or_tensor).save(path)
     return path

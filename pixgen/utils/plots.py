@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -10,7 +9,9 @@ def plot_training_curves(metrics: Path, out: Path) -> Path | None:
     """Plot every logged loss (and eval metric) of a run against the step; None if empty."""
     if not metrics.exists():
         return None
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    from pixgen.train.logger import read_metrics
+
+    rows = read_metrics(metrics)
     keys = sorted({k for r in rows for k, v in r.items()
                    if isinstance(v, (int, float)) and (k.endswith("/loss") or
                                                        k.startswith("eval/"))})

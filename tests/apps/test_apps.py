@@ -326,6 +326,6 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
     assert main(["eval", str(cgan), "--augment-score", "--n", "20", "--real-per-class", "2",
                  "--clf-steps", "3", "--json", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    r = json.loads(printed[printed.index("{"):])
+    r = json.loads(printed)  # stdout holds the JSON only
     assert r["n_real"] == 20 and 0 <= r["accuracy_synthetic_only"] <= 1
     assert r["gain"] == pytest.approx(r["accuracy_real_plus_synthetic"] - r["accuracy_real"])

@@ -7,7 +7,7 @@ import torch
 
 import pixgen
 from conftest import tiny_overrides
-from pixgen.errors import PixgenError
+from pixgen.errors import PixgenError, StageOneStopped
 from pixgen.nn.quantize import VectorQuantizer
 
 TINY_VQ = {"width": 8, "num_codes": 8, "code_dim": 4, "res_blocks": 1}
@@ -114,6 +114,20 @@ def test_two_stage_run_trains_the_vqvae_it_is_given(tmp_path):
     stage1 = json.loads((tmp_path / "both" / "stage1" / "config.json").read_text())
     assert {k: stage1["config"][k] for k in TINY_VQ} == TINY_VQ
     assert prior.vqvae.num_codes == TINY_VQ["num_codes"]
+
+
+def test_a_stage_one_that_stops_early_stops_the_command(tmp_path):
+    """The prior would otherwise train on the codes of a half-trained VQ-VAE (a Ctrl-C in
+    stage one used to go on to train the whole prior, and exit 0)."""
+    with pytest.raises(StageOneStopped, match="stage one stopped early") as e:
+        pixgen.train("vqvae-prior", data="digits", steps=2, stage1_steps=100000,
+                     batch_size=16, image_size=16, out=tmp_path / "both", progress=False,
+                     overrides=tiny_overrides(**{"train.max_minutes": 1e-4}),
+                     vqvae=TINY_VQ, **TINY_PRIOR)
+    assert f"pixgen train vqvae --out {tmp_path / 'both' / 'stage1'} --resume" in str(e.value)
+    assert e.value.signal is None  # the time limit, not a signal: exit status 2
+    assert (tmp_path / "both" / "stage1" / "state.pt").exists()
+    assert not (tmp_path / "both" / "model.safetensors").exists()
 
 
 def test_from_a_run_of_another_architecture_names_the_tensor(tmp_path):

@@ -82,17 +82,19 @@ def test_three_sigkills_at_random_steps_then_resume_is_bitwise_identical(referen
     assert steps == list(range(1, STEPS + 1)), "the metrics log repeats or misses steps"
 
 
-def test_sigterm_saves_exits_0_and_says_how_to_resume(reference, tmp_path):
+def test_sigterm_saves_exits_143_and_says_how_to_resume(reference, tmp_path):
     run = tmp_path / "run"
     proc = pixgen(*ARGS, "--out", str(run), "--steps", str(STEPS), "--set",
                   "train.ckpt_every=5")
     wait_for_checkpoint(proc, run, 5)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    # not 0: `pixgen train ... && pixgen eval ...` must not go on with a half-trained run
+    assert proc.returncode == 128 + signal.SIGTERM, err
     stopped_at = saved_step(run)
     assert stopped_at < STEPS
     assert f"stopped at step {stopped_at}" in out and "--resume" in out
+    assert "trained dcgan" not in out
     proc = pixgen("train", "dcgan", "--out", str(run), "--resume", "--no-progress")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

@@ -1,0 +1,142 @@
+"""The command line at its edges: bad values, odd paths, damaged logs and half-finished
+runs get one clear line (exit 2) or the right exit status, never a traceback."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import pixgen
+from pixgen.cli import main
+from pixgen.data.base import DataInfo
+from pixgen.registry import MODELS
+
+TINY = ["--data", "digits", "--image-size", "16", "--batch-size", "16", "--no-progress",
+        "--set", "model.width=8", "--set", "model.z_dim=8", "--set", "data.num_images=64",
+        "--set", "train.tensorboard=false", "--set", "train.log_every=2",
+        "--set", "train.sample_every=0"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("edges") / "run"
+    assert main(["train", "dcgan", "--steps", "4", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def one_error(capsys, *needles):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pixgen: error: "), err
+    for needle in needles:
+        assert needle in lines[0], err
+    return lines[0]
+
+
+def test_a_damaged_metrics_line_is_skipped(run, tmp_path, capsys):
+    """metrics.jsonl is appended to, so a crash or a full disk can cut its last line."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    with (copy / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "disc/lo')
+    assert main(["info", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["last_metrics"]["step"] == 4
+    assert main(["train", "dcgan", "--out", str(copy), "--resume", "--steps", "6",
+                 "--no-progress"]) == 0
+    steps = [json.loads(x)["step"] for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+    # resuming at or past --steps says so, and --config does not go with --resume
+    assert main(["train", "dcgan", "--out", str(copy), "--resume", "--steps", "6",
+                 "--no-progress"]) == 0
+    assert "already at step 6" in capsys.readouterr().out
+    assert main(["train", "dcgan", "--out", str(copy), "--resume", "--steps", "8",
+                 "--config", str(copy / "config.yaml")]) == 2
+    one_error(capsys, "--config does not go with --resume")
+
+
+def test_the_model_and_the_data_must_agree_on_size_and_channels(run, tmp_path, capsys):
+    assert main(["train", "dcgan", "--from", str(run), "--image-size", "32", "--steps", "1",
+                 "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    one_error(capsys, "was trained at image_size 16, but the data is 32",
+              "give --image-size 16")
+    assert main(["train", "dcgan", "--steps", "1", "--out", str(tmp_path / "b"), *TINY,
+                 "--set", "model.channels=3"]) == 2
+    one_error(capsys, "model.channels is 3, but the data is 1")
+
+
+def test_folder_datasets_are_stored_as_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pixgen.save_images(torch.zeros(8, 1, 8, 8), tmp_path / "pics")
+    pixgen.train("vae", data="folder:pics", steps=1, batch_size=4, image_size=8,
+                 out="vae-run", progress=False, width=8, latent_dim=2,
+                 overrides={"train.tensorboard": False, "train.sample_every": 0})
+    saved = (tmp_path / "vae-run" / "config.yaml").read_text()
+    assert f"folder:{tmp_path / 'pics'}" in saved
+
+
+@pytest.mark.parametrize("args", [
+    ["sample", "RUN", "--batch-size", "0"],
+    ["sample", "RUN", "--nrow", "-2"],
+    ["sample", "RUN", "--temperature", "nan"],
+    ["eval", "RUN", "--batch-size", "-1"],
+])
+def test_values_out_of_range_are_refused_by_the_parser(run, args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(run) if a == "RUN" else a for a in args])
+    assert e.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_paths_that_cannot_be_written_or_read(run, tmp_path, capsys):
+    (tmp_path / "grid.png").mkdir()
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "grid.png")]) == 2
+    one_error(capsys, "Is a directory", "grid.png")
+    (tmp_path / "file.png").write_bytes(b"")
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "file.png" / "x")]) \
+        == 2
+    one_error(capsys, "file.png")
+    assert main(["interpolate", str(run), "--out", str(tmp_path / "i.txt")]) == 2
+    one_error(capsys, "give a file name ending in .png")
+    assert main(["train", "dcgan", "--config", str(tmp_path)]) == 2
+    one_error(capsys, "is a folder")
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(128, 256)))
+    assert main(["train", "dcgan", "--config", str(tmp_path / "bin.yaml")]) == 2
+    one_error(capsys, "is not a text file")
+    (tmp_path / "bad.yaml").write_text("train:\n  steps: [1,\n")
+    assert main(["train", "dcgan", "--config", str(tmp_path / "bad.yaml")]) == 2
+    one_error(capsys, "is not valid YAML (line")
+
+
+def test_commands_on_models_that_cannot_run_them(tmp_path, capsys):
+    cls = MODELS.get("srresnet")
+    info = DataInfo("digits", image_size=16, channels=1)
+    model = cls(**cls.config_from_data(info), width=8, blocks=1)
+    from pixgen.train import checkpoint as ckpt
+
+    ckpt.save_weights(tmp_path / "sr", model_name="srresnet", model_config=model.config,
+                      state_dict=model.state_dict(), data=vars(info))
+    assert main(["augment", str(tmp_path / "sr"), "--n", "4",
+                 "--out", str(tmp_path / "a")]) == 2
+    one_error(capsys, "needs a model with 'sample'", "(models that do: cgan, dcgan")
+    assert main(["latent-map", str(tmp_path / "sr"), "--n", "-5"]) == 2
+    one_error(capsys, "--n must be at least 3")
+    assert main(["latent-map", str(tmp_path / "sr")]) == 2
+    one_error(capsys, "(models that do: diffusion, glow, vae)")
+    assert main(["demo", "--steps", "0"]) == 2
+    one_error(capsys, "--steps must be at least 1")
+    # inputs at another size than the model's are resized, and the user is told
+    pixgen.save_images(torch.zeros(2, 1, 8, 8), tmp_path / "low")
+    with pytest.warns(UserWarning, match=r"2 input\(s\) \(8x8\) were resized and "
+                                         r"centre-cropped to 4x4"):
+        pixgen.superres_files(model, tmp_path / "low", tmp_path / "high")
+
+
+def test_the_first_stage_of_a_two_stage_model_must_finish(tmp_path, capsys):
+    assert main(["train", "vqvae-prior", "--data", "digits", "--image-size", "16",
+                 "--batch-size", "8", "--steps", "2", "--stage1-steps", "100000",
+                 "--set", "train.max_minutes=0.0001", "--set", "model.width=8",
+                 "--set", "model.layers=2", "--no-progress", "--out", str(tmp_path / "p"),
+                 "--set", "train.tensorboard=false", "--set", "train.sample_every=0"]) == 2
+    assert "stage one stopped early" in capsys.readouterr().err
+
