@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"datasets`; default: {_D.spec})")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help=f"optimisation steps (default: {_T.steps})")
-    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help=f"images per step (default: {_T.batch_size})")
     p.add_argument("--lr", type=float, default=None, help="learning rate of every parameter "
                    "group (default: the model's own)")

@@ -104,7 +104,8 @@ class DiffusionCore:
         if guidance < 0:
             raise ConfigError(f"guidance must be >= 0 (1 = no guidance), not {guidance}")
         if guidance != 1.0 and labels is None:
-            raise ConfigError("guidance needs class labels (--labels or --per-class)")
+            raise ConfigError("guidance needs class labels (--labels; or --per-class when "
+                              "sampling)")
         if guidance != 1.0 and not self.cond_drop:
             raise ConfigError("this model was trained without label dropout "
                               "(model.cond_drop=0), so it has no unconditional mode to guide "

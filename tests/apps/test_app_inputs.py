@@ -119,7 +119,7 @@ def test_diffusion_interpolation_between_images_starts_and_ends_at_them():
 # -- outputs never overwrite ------------------------------------------------------------
 def test_output_files_never_overwrite_each_other_or_the_inputs(tmp_path):
     src = tmp_path / "in"
-    pixgen.save_images(torch.zeros(2, 3, 8, 8), src)  # 00000.png, 00001.png
+    pixgen.save_images(torch.zeros(2, 3, 4, 4), src)  # 000000.png, 000001.png
     names = sorted(p.relative_to(src) for p in src.iterdir())
     assert output_paths(names, tmp_path / "out", grid="grid.png", inputs=src) == [
         tmp_path / "out" / n for n in names]
