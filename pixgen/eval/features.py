@@ -189,9 +189,11 @@ def inception_weights_file(path: str | Path | None = None, *, download: bool = T
                         download=download)[0]
     except DataError as e:
         why = str(e)
-        if "checksum" not in why:  # missing, and not downloadable
-            why = ("downloading is off" if not download else
-                   why[why.find("the download failed"):].split(". Download")[0])
+        at = why.find("the download failed")
+        if not download:
+            why = "downloading is off"
+        elif "checksum" not in why and at >= 0:  # fetch's dataset wording, cut to the reason
+            why = why[at:].split(". Download")[0]
         raise PixgenError(f"cannot get the FID Inception weights: {why}. Download "
                           f"{INCEPTION_URL} (sha256 {INCEPTION_FILE.sha256}) and put it at "
                           f"{hub / INCEPTION_WEIGHTS}, or pass --inception-weights PATH") from None
