@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -406,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the inputs are originals: downscale, upscale, report PSNR and SSIM "
                    "against bicubic")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="images per batch (default: 32)")
     _add_diffusion_options(p, guidance=False)
     _add_run_options(p)
     p.set_defaults(func=cmd_superres)
@@ -719,12 +720,11 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n must be at least 3 (points to map), not {args.n}")
     model = pixgen.load(args.run, device=args.device or "auto")
     if not (model.can("latent") and model.can("encode")):
-        from pixgen.registry import MODELS
+        from pixgen.models.base import models_with
 
-        able = [m for m in MODELS.names() if {"latent", "encode"} <= MODELS.get(m).capabilities]
         raise ConfigError(f"pixgen latent-map needs a model that encodes images into its "
                           f"latent space; {model.name!r} does not (models that do: "
-                          f"{', '.join(able)})")
+                          f"{', '.join(models_with('latent', 'encode'))})")
     info = DataInfo(**model.meta["data"])
     size, channels = model.config["image_size"], model.config["channels"]
     labels, names = None, info.class_names

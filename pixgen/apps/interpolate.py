@@ -12,7 +12,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel, keeps_mode
+from pixgen.models.base import PixgenModel, keeps_mode, models_with
 from pixgen.utils.images import make_grid, save_grid
 
 METHODS = ("slerp", "lerp")
@@ -77,13 +77,10 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     dev = model.device
     if images is not None:
         if not model.can("encode"):
-            from pixgen.registry import MODELS
-
-            able = [m for m in MODELS.names()
-                    if {"latent", "encode"} <= MODELS.get(m).capabilities]
             raise ConfigError(f"interpolation between images needs a model with an encoder; "
                               f"{model.name!r} has none (models that have one: "
-                              f"{', '.join(able)}); interpolate between seeds instead")
+                              f"{', '.join(models_with('latent', 'encode'))}); interpolate "
+                              f"between seeds instead")
         if len(images) < 2 or len(images) % 2:
             raise ConfigError(f"interpolation between images takes pairs: got {len(images)} "
                               f"image(s); give 2 (or 2 per row)")
@@ -110,9 +107,10 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     path = lerp if method == "lerp" else slerp
     z = torch.cat([path(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
     kw = {} if row_labels is None else {"labels": row_labels.repeat_interleave(n).to(dev)}
-    if images is not None and "clip" in inspect.signature(model.decode).parameters:  # type: ignore[attr-defined]
+    decode = model.decode  # type: ignore[attr-defined]
+    if images is not None and "clip" in inspect.signature(decode).parameters:
         kw["clip"] = False  # diffusion: decode inverted latents back to their images
-    out = model.decode(z.to(dev), **kw, **decode_kwargs)  # type: ignore[attr-defined]
+    out = decode(z.to(dev), **kw, **decode_kwargs)
     return out.float().clamp(-1, 1).cpu().view(rows, n, *out.shape[1:])
 
 

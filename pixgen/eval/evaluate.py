@@ -204,7 +204,8 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                 device=model.device, progress=progress, k=iwae_k)
             result["iwae_k"] = iwae_k
     result.update({
-        "n_fake": n, "n_real": len(real_data), "real": f"{info.spec} ({split} split, {info.image_size} px)",
+        "n_fake": n, "n_real": len(real_data),
+        "real": f"{info.spec} ({split} split, {info.image_size} px)",
         "features": extractor.description, "feature_extractor": features, "seed": seed,
         "step": meta.get("training", {}).get("steps"), "seconds": time.perf_counter() - t0,
     })
@@ -251,7 +252,8 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
                    featurize(extractor, fake_data.images, progress=progress),
                    num_classes=extractor.label_classes)
     result.update({"n_fake": len(fake_data), "n_real": len(real_data),
-                   "real": f"{real_spec} ({real_split} split, {info.image_size} px)", "fake": str(fake),
+                   "real": f"{real_spec} ({real_split} split, {info.image_size} px)",
+                   "fake": str(fake),
                    "features": extractor.description, "feature_extractor": features})
     return result
 

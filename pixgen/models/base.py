@@ -109,6 +109,22 @@ class _AllocationLimit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def models_with(*capabilities: str) -> list[str]:
+    """The registered models that offer every one of ``capabilities`` (for error messages
+    that name the models that can). "sample" and "class_conditional" come from the class
+    (a GenerativeModel; one that takes ``num_classes``), the rest from ``capabilities``."""
+    from pixgen.registry import MODELS
+
+    def offers(cls: type, capability: str) -> bool:
+        if capability in ("sample", "class_conditional"):
+            return issubclass(cls, GenerativeModel) and (
+                capability == "sample"
+                or "num_classes" in inspect.signature(cls.__init__).parameters)
+        return capability in cls.capabilities
+
+    return [n for n in MODELS.names() if all(offers(MODELS.get(n), c) for c in capabilities)]
+
+
 def keeps_mode(fn: Any) -> Any:
     """Decorator for ``fn(model, ...)``, which runs the model in eval mode: the caller gets
     the model back in the mode (train or eval) it had."""
@@ -379,8 +395,6 @@ class PixgenModel(nn.Module):
     def require(self, capability: str, action: str) -> None:
         """Raise a clear error when ``action`` needs a capability this model lacks."""
         if not self.can(capability):
-            from pixgen.registry import MODELS
-
             if capability == "sample" and self.can("translate"):
                 raise PixgenError(
                     f"{action} needs a generative model; {self.name!r} translates images "
@@ -390,14 +404,7 @@ class PixgenModel(nn.Module):
                 raise PixgenError(f"{action} needs a generative model; {self.name!r} cannot "
                                   f"sample by itself: {self.next_step_hint}")
 
-            def offers(cls: type) -> bool:  # "sample" and "class_conditional" come from the
-                if capability in ("sample", "class_conditional"):  # class, not the list
-                    return issubclass(cls, GenerativeModel) and (
-                        capability == "sample" or "num_classes" in
-                        inspect.signature(cls.__init__).parameters)
-                return capability in cls.capabilities
-
-            able = [n for n in MODELS.names() if offers(MODELS.get(n))]
+            able = models_with(capability)
             raise PixgenError(f"{action} needs a model with {capability!r}; "
                               f"{self.name!r} does not have it"
                               + (f" (models that do: {', '.join(able)})" if able else ""))
