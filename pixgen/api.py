@@ -120,6 +120,9 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         if config is not None:
             raise ConfigError("--config does not go with --resume: a run resumes with its own "
                               "config.yaml (change what may change with --set)")
+        if stage1_steps is not None:
+            raise ConfigError("--stage1-steps does not go with --resume: resume a stopped "
+                              "stage one in its own folder, OUT/stage1")
         run_dir = Path(out).expanduser()
         distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
         saved = RunConfig.from_yaml(run_dir / "config.yaml")
@@ -134,6 +137,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         # Fail early on a bad name or value, before any directory is made or data loaded.
         check_config(cfg)
         validate_model_args(MODELS.get(cfg.model), cfg.model_args)
+        _check_stage1_steps(cfg, stage1_steps)
         distributed.setup(cfg.device)
         dataset = cfg.data.spec.partition(":")[0]
 
@@ -159,6 +163,21 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         if len(skipped) > n:  # the test split too, for evaluations during training
             _report_bad_images(run_dir, skipped)
     return model
+
+
+def _check_stage1_steps(cfg: RunConfig, steps: int | None) -> None:
+    if steps is None:
+        return
+    cls = MODELS.get(cfg.model)
+    if not cls.stage_one:
+        two = ", ".join(n for n in MODELS.names() if MODELS.get(n).stage_one)
+        raise ConfigError(f"--stage1-steps is for two-stage models ({two}); {cfg.model} trains "
+                          f"in one stage, for --steps")
+    if cfg.train.init_from:
+        raise ConfigError("--stage1-steps does not go with --from: stage one is the finished "
+                          f"{cls.stage_one} run given")
+    if steps < 1:
+        raise ConfigError(f"stage1_steps must be at least 1, not {steps}")
 
 
 def _absolute_paths(cfg: RunConfig) -> None:
@@ -218,8 +237,6 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
     overrides.update({f"train.{k}": v for k, v in cfg.to_dict()["train"].items()
                       if f"train.{k}" not in own})
     overrides.pop("data.spec")
-    if steps is not None and steps < 1:
-        raise ConfigError(f"stage1_steps must be at least 1, not {steps}")
     from pixgen.utils.distributed import is_main
 
     if is_main():

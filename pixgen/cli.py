@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--out", default="samples.png", metavar="PATH",
-                   help="grid .png/.jpg, .npz, or a folder for one PNG per image "
-                   "(default: samples.png)")
+                   help="grid .png/.jpg, .npz, or a new or empty folder for one PNG per "
+                   "image (default: samples.png)")
     p.add_argument("--labels", default=None, metavar="K,K,...",
                    help="class labels for class-conditional models, one per image, or one "
                    "label for all")
@@ -568,12 +568,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     labels = _parse_labels(args.labels, args.n)
     model.require("sample", "sampling")
     kwargs = _sampling_kwargs(args, model.sample, model.name)  # type: ignore[attr-defined]
+    out, suffix = _sample_output(args.out)
     images = pixgen.generate(model, args.n, seed=args.seed, labels=labels,
                              batch_size=args.batch_size, progress=not args.no_progress,
                              **kwargs)
-    out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+    if suffix in _GRID_SUFFIXES:
         save_grid(images, out, nrow=args.nrow)
         print(f"wrote a grid of {args.n} samples to {out}")
     elif suffix == ".npz":
@@ -581,13 +580,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         save_npz(images, out, labels=torch.tensor(labels) if labels is not None else None)
         print(f"wrote {args.n} samples (uint8 NHWC) to {out}")
-    elif suffix:
-        raise ConfigError(f"--out {out}: unknown file type {suffix!r}; use .png, .jpg, .npz "
-                          f"or a folder name")
     else:
         save_images(images, out)
         print(f"wrote {args.n} PNGs to {out}/")
     return 0
+
+
+_GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _sample_output(text: str) -> tuple[Path, str]:
+    """``sample --out``, checked before any sampling: (path, lower-case suffix or "")."""
+    if not text.strip():
+        raise ConfigError("--out is empty; give a grid file (.png, .jpg), an .npz or a folder")
+    out = Path(text).expanduser()
+    suffix = out.suffix.lower()
+    if suffix and suffix not in (*_GRID_SUFFIXES, ".npz"):
+        raise ConfigError(f"--out {out}: unknown file type {suffix!r}; use .png, .jpg, .npz "
+                          f"or a folder name")
+    if not suffix and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} is {'not empty' if out.is_dir() else 'a file'}; give a "
+                          f"new or empty folder so sample sets are never mixed")
+    return out, suffix
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

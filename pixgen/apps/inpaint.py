@@ -8,6 +8,7 @@ False (black) the known pixels that are kept.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +111,13 @@ def resolve_mask(spec: str | Path | torch.Tensor, size: int, *, n: int = 1, seed
 
 def masked_psnr(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
                 ) -> torch.Tensor:
-    """PSNR in dB over the masked pixels of each image, for images in [-1, 1] (peak 2)."""
+    """PSNR in dB over the masked pixels of each image, for images in [-1, 1] (peak 2);
+    NaN for an image whose mask selects no pixels."""
     m = mask.float().expand(len(output), *output.shape[1:])
     se = ((output.float() - target.float()) ** 2 * m).flatten(1).sum(1)
-    mse = se / m.flatten(1).sum(1).clamp(min=1)
-    return 10 * torch.log10(4.0 / mse.clamp(min=1e-12))
+    count = m.flatten(1).sum(1)
+    psnr = 10 * torch.log10(4.0 / (se / count.clamp(min=1)).clamp(min=1e-12))
+    return psnr.masked_fill(count == 0, float("nan"))
 
 
 @keeps_mode
@@ -141,6 +144,11 @@ def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.T
         raise ConfigError(f"the model inpaints (N, {channels}, {size}, {size}) images, N >= 1, "
                           f"got {tuple(images.shape)}; load them with read_inputs()")
     mask = resolve_mask(mask, size, n=len(images), seed=seed or 0)
+    empty = int((~mask.flatten(1).any(1)).sum())
+    if empty:
+        which = "the mask selects" if len(mask) == 1 else f"{empty} of {len(mask)} masks select"
+        warnings.warn(f"{which} no pixels (white or transparent = fill); those images come "
+                      f"back unchanged", stacklevel=3)
     labels = kwargs.pop("labels", None)
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long).flatten()

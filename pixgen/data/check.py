@@ -94,10 +94,14 @@ class DataReport:
             lines.append("ok: every image is readable")
         else:
             failed = sum(bool(s.error) for s in self.splits)
-            problems = [f"{self.num_bad} bad file(s)"] if self.num_bad else []
-            problems += [f"{failed} split(s) that cannot be loaded"] if failed else []
-            lines.append(f"problems: {' and '.join(problems)}; remove or replace the bad "
-                         f"files, or train with --on-bad-image skip to leave them out")
+            problems = []
+            if self.num_bad:
+                problems.append(f"{self.num_bad} bad file(s): remove or replace them, or train "
+                                f"with --on-bad-image skip to leave them out")
+            if failed:
+                problems.append(f"{failed} split(s) that cannot be loaded, for the reason "
+                                f"given above")
+            lines.append(f"problems: {'; '.join(problems)}")
         return "\n".join(lines)
 
 

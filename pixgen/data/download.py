@@ -218,7 +218,7 @@ def _missing_message(dataset: str, folder: Path, missing: Sequence[RemoteFile],
                      reasons: list[str] | None, extra_help: str) -> str:
     names = ", ".join(f.filename for f in missing)
     if reasons is None:
-        why = "downloading is off"
+        why = "downloading is off (turn it on with --download, or data.download=true)"
     else:
         shown = "; ".join(reasons[:3]) + (f"; {len(reasons) - 3} more" if len(reasons) > 3 else "")
         why = f"the download failed ({shown})"

@@ -68,6 +68,11 @@ def test_inpaint_refuses_masks_and_images_that_do_not_fit():
         pixgen.inpaint(model, x, torch.ones(4, 2, 16, 16, dtype=torch.bool))
     with pytest.raises(ConfigError, match="N >= 1"):
         pixgen.inpaint(model, x[:0], "center")
+    masks = torch.ones(4, 16, 16, dtype=torch.bool)
+    masks[1] = False  # a mask that selects nothing is said, and its image comes back as is
+    with pytest.warns(UserWarning, match="1 of 4 masks select no pixels"):
+        out = pixgen.inpaint(model, x, masks, steps=2, restarts=1)
+    assert torch.equal(out[1], x[1]) and not torch.equal(out[0], x[0])
     with pytest.raises(ConfigError, match="not torch.int64"):
         pixgen.inpaint(model, torch.zeros(2, 3, 16, 16, dtype=torch.long), "center")
     # a float64 or float16 image is the same image

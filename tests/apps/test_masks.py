@@ -53,6 +53,8 @@ def test_masked_psnr_and_mean_fill():
     y[mask.expand_as(y)] += 0.2  # error of 0.2 inside the hole only
     assert masked_psnr(y, x, mask).tolist() == pytest.approx([10 * np.log10(4 / 0.04)] * 2,
                                                              rel=1e-4)
+    none = torch.zeros(1, 1, 8, 8, dtype=torch.bool)  # no pixels to score: NaN, not 120 dB
+    assert masked_psnr(y, x, torch.cat([mask, none])).isnan().tolist() == [False, True]
     filled = mean_fill(x, mask)
     assert torch.equal(filled[~mask.expand_as(x)], x[~mask.expand_as(x)])
     known_mean = x[:, 0][~mask[0].expand(2, 8, 8)].reshape(2, -1).mean(1)

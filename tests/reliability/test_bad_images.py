@@ -358,7 +358,10 @@ def test_check_data_empty_folder_builtin_and_usage_errors(tmp_path, capsys):
     assert f"digits (train): {n_train} image(s) readable, 0 bad" in out
     assert f"digits (test): {n_test} image(s) readable" in out and f"modes: L {n_train}" in out
     assert main(["check-data", "mnist", "--data-dir", str(tmp_path)]) == 1  # not downloaded
-    assert "mnist (train): cannot be loaded" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mnist (train): cannot be loaded" in out and "turn it on with --download" in out
+    assert out.rstrip().endswith("problems: 2 split(s) that cannot be loaded, for the reason "
+                                 "given above")  # no bad-file hint without bad files
     assert main(["check-data", folder_spec(tmp_path / "nope")]) == 2
     assert main(["check-data", "digts"]) == 2
     assert "did you mean 'digits'" in capsys.readouterr().err

@@ -140,3 +140,31 @@ def test_the_first_stage_of_a_two_stage_model_must_finish(tmp_path, capsys):
                  "--set", "train.tensorboard=false", "--set", "train.sample_every=0"]) == 2
     assert "stage one stopped early" in capsys.readouterr().err
 
+    # --stage1-steps only where a stage one is trained
+    assert main(["train", "dcgan", "--stage1-steps", "5", *TINY]) == 2
+    one_error(capsys, "--stage1-steps is for two-stage models (vqvae-prior)")
+    assert main(["train", "vqvae-prior", "--data", "digits", "--from", str(tmp_path / "p"),
+                 "--stage1-steps", "5", "--no-progress"]) == 2
+    one_error(capsys, "--stage1-steps does not go with --from")
+    assert main(["train", "vqvae-prior", "--out", str(tmp_path / "p"), "--resume",
+                 "--stage1-steps", "5"]) == 2
+    one_error(capsys, "--stage1-steps does not go with --resume")
+
+
+def test_sample_output_is_checked_before_sampling(run, tmp_path, capsys, monkeypatch):
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled before the output was checked")
+
+    monkeypatch.setattr(pixgen, "generate", no_sampling)
+    assert main(["sample", str(run), "--n", "2", "--out", ""]) == 2
+    one_error(capsys, "--out is empty")
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "g.gif")]) == 2
+    one_error(capsys, "unknown file type '.gif'")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "000000.png").write_bytes(b"")
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "old")]) == 2
+    one_error(capsys, "is not empty; give a new or empty folder")
+    monkeypatch.undo()
+    (tmp_path / "new").mkdir()
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "new")]) == 0
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["000000.png", "000001.png"]
