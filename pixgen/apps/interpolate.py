@@ -35,7 +35,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     omega = torch.arccos(cos)
     if float(omega.sin()) < 1e-6:
         return lerp(a, b, t)
-    tt = t.double().view(-1, 1)
+    tt = t.to(fa.device, torch.double).view(-1, 1)  # t on the CPU, latents maybe on CUDA
     dirs = (torch.sin((1 - tt) * omega) * fa / na + torch.sin(tt * omega) * fb / nb) / omega.sin()
     norms = (1 - tt) * na + tt * nb
     return (dirs / dirs.norm(dim=1, keepdim=True) * norms).view(len(t), *a.shape).to(a.dtype)

@@ -136,8 +136,10 @@ def check_data(spec: str, *, image_size: int | None = None, channels: int | None
             raise DataError(f"image folder {root} does not exist" if not root.exists()
                             else f"{root} is not a folder; {name}:PATH needs a folder of images")
         size = image_size or folder_mod.DEFAULT_SIZE
-        splits = [_check_folder(folder, label, size=size, labelled=name == "folder")
-                  for label, folder in _image_folders(name, root)]
+        folders = _image_folders(name, root)
+        splits = [_check_folder(folder, label, size=size, labelled=name == "folder",
+                                others=[f for _, f in folders if f != folder])
+                  for label, folder in folders]
         return DataReport(spec, size, channels, splits)
     splits = []
     for split in SPLITS:
@@ -174,12 +176,11 @@ def _image_folders(name: str, root: Path) -> list[tuple[str, Path]]:
             raise DataError(f"{root} has no {missing[0]}/ folder; unpaired:PATH needs the "
                             f"CycleGAN layout trainA/ trainB/ testA/ testB/")
         return found
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return [(s, root / s) for s in SPLITS]
-    return [("train", root)]
+    return list(folder_mod.split_folders(root).items())
 
 
-def _check_folder(folder: Path, label: str, *, size: int, labelled: bool) -> SplitReport:
+def _check_folder(folder: Path, label: str, *, size: int, labelled: bool,
+                  others: list[Path]) -> SplitReport:
     paths = folder_mod.scan_images(folder)
     if not paths:
         return SplitReport(label, error=folder_mod._no_images_message(folder))
@@ -190,8 +191,10 @@ def _check_folder(folder: Path, label: str, *, size: int, labelled: bool) -> Spl
     report.modes = dict(Counter(c.mode for c in good).most_common())
     report.sizes = dict(Counter(f"{c.size[0]}x{c.size[1]}" for c in good).most_common())
     parts = [c.path.relative_to(folder).parts for c in good]
-    if labelled and parts and all(len(p) > 1 for p in parts):
-        names = sorted({c.path.relative_to(folder).parts[0] for c in checks})
+    if labelled and parts and all(len(p) > 1 for p in parts):  # classes named as training does
+        names = sorted({c.path.relative_to(folder).parts[0] for c in checks}
+                       | {p.relative_to(f).parts[0] for f in others
+                          for p in folder_mod.scan_images(f) if len(p.relative_to(f).parts) > 1})
         per = Counter(p[0] for p in parts)
         report.class_counts = {n: per.get(n, 0) for n in names}
     return report

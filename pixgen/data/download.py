@@ -8,10 +8,12 @@ fsync'd and renamed into place, so an interrupted download never looks like a fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from pixgen.errors import DataError
 
 VERIFIED_FILE = ".pixgen-verified.json"
 TIMEOUT_S = 30.0
+STALE_PART_S = 3600.0
 _CHUNK = 1 << 20
 _NETWORK_SCHEMES = ("http", "https", "ftp")
 
@@ -138,6 +141,13 @@ def _ensure_writable(folder: Path) -> None:
                         "writable folder") from None
     if not os.access(folder, os.W_OK):
         raise DataError(f"cannot write to {folder}; pass --data-dir to a writable folder")
+    # A killed download leaves its hidden .part file; remove those no process has touched
+    # for an hour (a download in progress keeps writing to its own).
+    now = time.time()
+    for part in folder.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
 
 
 def _download(f: RemoteFile, folder: Path, dead_hosts: dict[str, str]) -> None:
@@ -188,8 +198,9 @@ def _download_from(url: str, f: RemoteFile, folder: Path) -> str:
                     digest.update(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
-                if expected is not None and got != expected:
-                    raise OSError(f"the connection closed after {got} of {expected} bytes")
+                want = expected if expected is not None else f.size  # no header: the known size
+                if want is not None and got < want or expected is not None and got != expected:
+                    raise OSError(f"the connection closed after {got} of {want} bytes")
                 out.flush()
                 os.fsync(out.fileno())
             actual = digest.hexdigest()
@@ -218,7 +229,8 @@ def _missing_message(dataset: str, folder: Path, missing: Sequence[RemoteFile],
                      reasons: list[str] | None, extra_help: str) -> str:
     names = ", ".join(f.filename for f in missing)
     if reasons is None:
-        why = "downloading is off (turn it on with --download, or data.download=true)"
+        why = ("downloading is off (turn it on: check-data --download; train --set "
+               "data.download=true)")
     else:
         shown = "; ".join(reasons[:3]) + (f"; {len(reasons) - 3} more" if len(reasons) > 3 else "")
         why = f"the download failed ({shown})"

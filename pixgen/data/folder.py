@@ -2,8 +2,9 @@
 
 Layout:
 
-- If PATH has ``train/`` and ``test/`` subfolders, the split picks one; otherwise all of PATH
-  is the train split.
+- If PATH has a ``train/`` subfolder and a ``test/`` one (or ``val/``, ``valid/``,
+  ``validation/``), the split picks one; ``train/`` alone, beside no other folder, is the
+  train split with no test split. Otherwise all of PATH is the train split.
 - Inside the split folder, images in first-level subfolders are labelled by the subfolder's
   name (classes sorted by name); if any image lies directly in the split folder, the data is
   unlabelled.
@@ -29,7 +30,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ def scan_images(folder: Path) -> list[Path]:
     Args:
         folder: the folder to scan. Hidden files and folders (names starting with ".") are
             skipped; suffixes are matched case-insensitively against :data:`SUFFIXES`.
+            Symlinked folders are followed, each real folder read once.
     """
 
     def fail(e: OSError) -> None:
@@ -66,7 +69,13 @@ def scan_images(folder: Path) -> list[Path]:
                         "permissions")
 
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink back up the tree: read it once
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(Path(dirpath, f) for f in filenames
                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in SUFFIXES)
@@ -110,11 +119,20 @@ def _decode_each(paths: list[Path], size: int,
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        pool = ThreadPoolExecutor()
+        workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+        pool = ThreadPoolExecutor(workers)
+        window = 4 * workers  # futures in flight, so memory does not grow with n
         try:
             with progress_bar(total=n, desc="decoding images", unit="img", leave=False,
                               disable=True if n <= PROGRESS_MIN_FILES else None) as bar:
-                for _ in pool.map(work, range(n)):
+                pending: deque[Future[None]] = deque()
+                for i in range(n):
+                    pending.append(pool.submit(work, i))
+                    if len(pending) >= window:
+                        pending.popleft().result()
+                        bar.update()
+                while pending:
+                    pending.popleft().result()
                     bar.update()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -179,9 +197,27 @@ def decode_images(paths: list[Path], *, size: int, on_bad_image: str = "fail",
     return torch.from_numpy(out)
 
 
-def _decode(path: Path, size: int, opened: dict[str, Any]) -> np.ndarray:
-    """One image as uint8 (size, size) if grayscale, else (size, size, 3); ``opened``
-    receives the file's PIL mode and size once it is open."""
+def read_image(path: str | Path, *, name: str | None = None) -> np.ndarray:
+    """One image file at its own size, decoded as the datasets decode it: uint8 (H, W) if
+    grayscale, else (H, W, 3); EXIF orientation applied, transparency over white, 16-bit
+    and float images scaled to 8 bits, over ``PIL.Image.MAX_IMAGE_PIXELS`` refused.
+
+    Args:
+        path: the file.
+        name: how errors name it (default: its path).
+
+    Raises:
+        DataError: the file cannot be decoded, with the reason.
+    """
+    try:
+        return _decode(Path(path), None, {})
+    except _Unreadable as e:
+        raise DataError(f"cannot read {name or f'image {path}'}: {e}") from None
+
+
+def _decode(path: Path, size: int | None, opened: dict[str, Any]) -> np.ndarray:
+    """One image as uint8 (size, size) if grayscale, else (size, size, 3) (at its own size
+    when ``size`` is None); ``opened`` receives the file's PIL mode and size once open."""
     try:
         if os.path.getsize(path) == 0:
             raise _Unreadable("the file is empty")
@@ -192,10 +228,17 @@ def _decode(path: Path, size: int, opened: dict[str, Any]) -> np.ndarray:
                 raise Image.DecompressionBombError(w * h)
             if w < 1 or h < 1:
                 raise _Unreadable(f"it declares an empty {w}x{h} image")
-            if im.format == "JPEG":
-                im.draft(None, (size, size))  # decode at a reduced scale still >= size
+            scale = 1.0
+            if im.format == "JPEG" and size:  # decode at a reduced scale 1/k still >= size
+                drafted = im.draft(None, (size, size))
+                if drafted is not None:
+                    scale = w / drafted[1][2]
+            swap = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF rotation by 90 degrees
             im = _to_l_or_rgb(ImageOps.exif_transpose(im))
-            return np.asarray(_crop_resize(im, size))
+            if size is None:
+                return np.array(im)
+            return np.asarray(_crop_resize(im, size, full=(h, w) if swap else (w, h),
+                                           scale=scale))
     except _Unreadable:
         raise
     except UnidentifiedImageError:
@@ -229,27 +272,52 @@ def _to_l_or_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _crop_resize(im: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and crop the centre square, in one resampling."""
-    w, h = im.size
+def _crop_resize(im: Image.Image, size: int, *, full: tuple[int, int] | None = None,
+                 scale: float = 1.0) -> Image.Image:
+    """Resize the shorter side to ``size`` and crop the centre square, in one resampling.
+
+    ``im`` may be a JPEG decoded at 1/``scale`` of its ``full`` (width, height): the crop box
+    is placed in the full image's pixels, as without the reduced decode."""
+    w, h = full or im.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
+    if scale != 1.0:
+        box = tuple(v / scale for v in (left, top, left + s, top + s))
+        return im.resize((size, size), Image.BICUBIC, box=box, reducing_gap=3.0)
     box = (left, top, left + s, top + s)
     if s == size:
         return im if w == h else im.crop(box)
     return im.resize((size, size), Image.BICUBIC, box=box, reducing_gap=3.0)
 
 
+TEST_FOLDERS = ("test", "val", "valid", "validation")
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """The split folders of ``root``: {"train": root/train, "test": root/test (or val/,
+    valid/, validation/)}, {"train": root/train} when train/ is the only subfolder, else
+    {"train": root} (the whole folder is the train split)."""
+    train = root / "train"
+    if not train.is_dir():
+        return {"train": root}
+    test = next((root / n for n in TEST_FOLDERS if (root / n).is_dir()), None)
+    if test is not None:
+        return {"train": train, "test": test}
+    others = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+              and d.name != "train"]
+    return {"train": train} if not others else {"train": root}
+
+
 def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
     """The folder holding ``split``, and the other split's folder when there is one."""
-    train, test = root / "train", root / "test"
-    if train.is_dir() and test.is_dir():
-        return (train, test) if split == "train" else (test, train)
-    if split == "test":
-        raise DataError(f"{root} has no test split: without train/ and test/ subfolders all of "
-                        f"it is the train split; to hold out test images, put them in "
-                        f"{test} and the rest in {train}")
-    return root, None
+    folders = split_folders(root)
+    if split == "test" and "test" not in folders:
+        where = ("all of it is the train split" if folders["train"] == root
+                 else "train/ is the only split")
+        raise DataError(f"{root} has no test split: {where}; to hold out test images, put "
+                        f"them in {root / 'test'} and the rest in {root / 'train'}")
+    other = folders.get("test" if split == "train" else "train")
+    return folders[split], other
 
 
 def _labels(rel_parts: list[tuple[str, ...]],
@@ -302,7 +370,7 @@ def _decode_or_skip(paths: list[Path], folder: Path, *, size: int, on_bad_image:
 
 
 @DATASETS.register("folder", help="your images: folder:PATH (class subfolders give labels, "
-                   "train/ and test/ subfolders give splits; default 64px)")
+                   "train/ and test/ (or val/) subfolders give splits; default 64px)")
 def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
                 download: bool, on_bad_image: str = "fail") -> ImageData:
     if not arg:

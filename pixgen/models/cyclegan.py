@@ -241,16 +241,23 @@ class CycleGAN(PixgenModel):
 
     @torch.no_grad()
     def translate(self, images: torch.Tensor, *, direction: str = "AtoB") -> torch.Tensor:
-        """Translate float images in [-1, 1] (N, C, H, W) from one domain to the other.
+        """Translate images (N, C, H, W) from one domain to the other.
 
         Args:
-            images: on any device; the result is on the model's device.
+            images: float in [-1, 1] or uint8 [0, 255], on any device; the result is on the
+                model's device.
             direction: "AtoB" or "BtoA".
         """
+        from pixgen.data.transforms import as_float
+
         if direction not in DIRECTIONS:
             raise ConfigError(f"direction must be AtoB or BtoA, not {direction!r}")
+        channels = self.config["channels"]
+        if images.dim() != 4 or images.shape[1] != channels or not len(images):
+            raise ConfigError(f"translation takes (N, {channels}, H, W) images, N >= 1, got "
+                              f"{tuple(images.shape)}")
         net = self.gen_ab if direction == "AtoB" else self.gen_ba
-        return net(images.to(self.device)).float().clamp(-1, 1)
+        return net(as_float(images.to(self.device), "translation")).float().clamp(-1, 1)
 
     @torch.no_grad()
     def translation_rows(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

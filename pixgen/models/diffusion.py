@@ -233,7 +233,8 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
 
         Args:
             labels: classes of a class-conditional model; None draws from its unconditional
-                mode (the null class).
+                mode (the null class), or, for a model trained without label dropout
+                (``cond_drop=0``, so with no unconditional mode), from random classes.
             generator: seeds the initial noise and DDPM's / DDIM's step noise.
             steps: network evaluations (default: ``sample_steps``; DDPM uses T by default).
             sampler: "ddim" or "ddpm" (default: the model's ``sampler``).
@@ -253,11 +254,23 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         elif tuple(noise.shape) != shape:
             raise ConfigError(f"noise must have shape {shape}, not {tuple(noise.shape)}")
         else:
+            self._need_labels(labels, "decoding a latent")
             x = noise.to(self.device)
+        if labels is None and self.num_classes and not self.cond_drop:
+            # never trained unconditionally: the null class's embedding is untrained
+            labels = randint(self.num_classes, n, generator=generator, device=self.device)
         x = self.denoise(x, steps=steps, sampler=sampler, eta=eta, spacing=spacing,
                          labels=labels, guidance=guidance, generator=generator,
                          progress=progress)
         return x.clamp(-1, 1)
+
+    def _need_labels(self, labels: torch.Tensor | None, what: str) -> None:
+        """A class-conditional model trained with ``cond_drop=0`` has no unconditional mode:
+        its null class was never trained, so ``what`` needs labels."""
+        if labels is None and self.num_classes and not self.cond_drop:
+            raise ConfigError(f"{what} with this class-conditional model needs labels "
+                              f"(--labels): it was trained with model.cond_drop=0, so it has "
+                              f"no unconditional mode")
 
     # -- latents (deterministic DDIM) ----------------------------------------------------
     @property
@@ -279,6 +292,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
             return self.sample(len(z), labels=labels, noise=z, sampler="ddim", eta=0.0,
                                steps=steps, guidance=1.0, progress=progress)
         labels = self.check_labels(len(z), labels)
+        self._need_labels(labels, "decoding a latent")
         shape = (len(z), self.channels, self.image_size, self.image_size)
         if tuple(z.shape) != shape:
             raise ConfigError(f"latents must have shape {shape}, not {tuple(z.shape)}")
@@ -296,6 +310,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         ``steps`` steps, default ``sample_steps``); approximate, closer with more steps."""
         x = self.input_images(images, "DDIM inversion")
         labels = self.check_labels(len(images), labels)
+        self._need_labels(labels, "DDIM inversion")
         ts = sampling_timesteps(self.process.timesteps, steps or self.sample_steps)[::-1]
         for i in _progress(range(len(ts)), progress, "ddim inversion"):
             s = ts[max(i - 1, 0)]  # the clean image counts as the lowest level
@@ -355,7 +370,8 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
             images: (N, C, H, W) in [-1, 1] at the model's size.
             mask: bool or {0, 1}, broadcastable to (N, 1, H, W): True where pixels are
                 unknown (to be filled).
-            labels: classes, for a class-conditional model (None: unconditional mode).
+            labels: classes, for a class-conditional model (None: unconditional mode, or
+                random classes for a model trained with ``cond_drop=0``).
             steps: length of the respaced DDPM chain.
             jump: RePaint's jump length j.
             resample: RePaint's resampling count r (1 = no resampling).
@@ -366,11 +382,12 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         Returns:
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
-        self.check_images(images, "inpainting")
+        x0 = self.input_images(images, "inpainting")
         shape = (self.channels, self.image_size, self.image_size)
         labels = self.check_labels(len(images), labels)
         guidance = self.resolve_guidance(labels, guidance)
-        x0 = images.to(self.device)
+        if labels is None and self.num_classes and not self.cond_drop:  # as sample() does
+            labels = randint(self.num_classes, len(x0), generator=generator, device=self.device)
         hole = mask.to(self.device, torch.float32).expand(len(x0), 1, *shape[1:])
         ts = sampling_timesteps(self.process.timesteps, steps)[::-1]  # increasing
         level_t = [-1] + ts  # level k is timestep ts[k-1]; level 0 is the clean image

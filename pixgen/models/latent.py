@@ -82,11 +82,10 @@ class LatentInpainting(LatentSpace):
         Returns:
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
-        self.check_images(images, "inpainting")
+        x = self.input_images(images, "inpainting")
         if steps < 1 or restarts < 1 or lr <= 0 or noise_std <= 0:
             raise ConfigError("inpainting needs steps >= 1, restarts >= 1, lr > 0 and "
                               "noise_std > 0")
-        x = images.to(self.device).float()
         n = len(x)
         hole = mask.to(self.device, torch.float32).expand(n, 1, *x.shape[2:])
         known = 1 - hole

@@ -174,13 +174,13 @@ class PixelCNN(LikelihoodModel):
         Returns:
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
-        self.check_images(images, "inpainting")
+        images = self.input_images(images, "inpainting")
         size = self.image_size
         if candidates < 1:
             raise ConfigError(f"candidates must be at least 1, not {candidates}")
         n, k = len(images), candidates
         labels = self.check_labels(n, labels)
-        x = images.to(self.device).float().repeat_interleave(k, 0)
+        x = images.repeat_interleave(k, 0)
         fill = mask.to(self.device).bool().expand(n, 1, size, size).repeat_interleave(k, 0)
         if labels is not None:
             labels = labels.repeat_interleave(k)

@@ -62,10 +62,15 @@ class SuperResolver:
     superres: Any  # (low_res, *, generator=None, **options) -> (N, C, h*scale, w*scale)
     capabilities = frozenset({"superres"})
 
-    def check_low_res(self, low_res: torch.Tensor) -> None:
-        if low_res.dim() != 4 or low_res.shape[1] != self.channels:
-            raise ConfigError(f"superres takes (N, {self.channels}, h, w) images, got "
+    def low_res_images(self, low_res: torch.Tensor) -> torch.Tensor:
+        """``low_res`` checked, as float32 in [-1, 1] on the model's device (uint8 [0, 255]
+        converted, other float types cast)."""
+        from pixgen.data.transforms import as_float
+
+        if low_res.dim() != 4 or low_res.shape[1] != self.channels or not len(low_res):
+            raise ConfigError(f"superres takes (N, {self.channels}, h, w) images, N >= 1, got "
                               f"{tuple(low_res.shape)}")
+        return as_float(low_res.to(self.device), "superres")
 
     @torch.no_grad()
     def preview_rows(self, images: torch.Tensor,
@@ -165,9 +170,9 @@ class DiffusionSR(SuperResolver, DiffusionCore, PixgenModel):
         Returns:
             (N, C, h * scale, w * scale) in [-1, 1].
         """
-        self.check_low_res(low_res)
+        low_res = self.low_res_images(low_res)
         steps, sampler, eta = self.sampling_defaults(steps, sampler, eta)
-        up = bicubic_upscale(low_res.to(self.device), self.scale)
+        up = bicubic_upscale(low_res, self.scale)
         x = randn(*up.shape, generator=generator, device=self.device)
         x = self.denoise(x, steps=steps, sampler=sampler, eta=eta, spacing=spacing, labels=None,
                          guidance=1.0, generator=generator, cond=up, progress=progress)
@@ -282,5 +287,4 @@ class SRResNet(SuperResolver, PixgenModel):
         """Upscale ``low_res`` (N, C, h, w) in [-1, 1] by ``scale``: (N, C, h*scale, w*scale).
         Deterministic: ``generator`` is accepted, as by every super-resolution model, and
         unused."""
-        self.check_low_res(low_res)
-        return self(low_res.to(self.device)).clamp(-1, 1)
+        return self(self.low_res_images(low_res)).clamp(-1, 1)

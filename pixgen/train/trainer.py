@@ -23,6 +23,7 @@ from pixgen.utils.progress import write as progress_write
 
 from pixgen.config import RunConfig, check_config, validate_model_args
 from pixgen.data import load_dataset
+from pixgen.data.base import ImageData
 from pixgen.data.batcher import DeviceBatcher
 from pixgen.data.transforms import to_float
 from pixgen.errors import (CheckpointError, ConfigError, NonFiniteSamples, PixgenError,
@@ -317,9 +318,20 @@ class Trainer:
         model_cls = MODELS.get(cfg.model)
         model_args = validate_model_args(model_cls, cfg.model_args)
         d = cfg.data
-        data = load_dataset(d.spec, split="train", image_size=d.image_size, channels=d.channels,
-                            data_dir=d.data_dir, download=d.download, num_images=d.num_images,
-                            on_bad_image=d.on_bad_image)
+        loaded: list[ImageData] = []
+
+        def load_train() -> None:
+            loaded.append(load_dataset(
+                d.spec, split="train", image_size=d.image_size, channels=d.channels,
+                data_dir=d.data_dir, download=d.download, num_images=d.num_images,
+                on_bad_image=d.on_bad_image))
+
+        # Rank 0 first, so that a dataset to download is downloaded once, not once per rank;
+        # its errors are raised on every rank.
+        distributed.on_main(load_train)
+        if not loaded:
+            load_train()
+        data = loaded[0]
         self.data_info = data.info
         self.batcher = DeviceBatcher(data.to(self.device), t.batch_size, seed=cfg.seed,
                                      hflip=d.hflip, rank=self.rank,

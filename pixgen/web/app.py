@@ -34,6 +34,32 @@ def _shielded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _upload(component: Any) -> Any:
+    """``component`` with its upload decoding shielded: a file Gradio cannot open (corrupt,
+    not an image, a decompression bomb) is one line for the user, not Gradio's message with
+    the server's temporary path. Images then reach the backend as file paths, decoded by
+    pixgen as its datasets are (transparency, 16-bit and palette images)."""
+    import functools
+
+    inner = component.preprocess
+
+    @functools.wraps(inner)
+    def preprocess(payload: Any) -> Any:
+        try:
+            return inner(payload)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - PIL raises many types on bad files
+            why = ("it has too many pixels (over "
+                   f"{backend.MAX_UPLOAD_PIXELS:,})" if "decompression" in str(e).lower()
+                   else "it is not an image file that can be read")
+            raise gr.Error(f"cannot read the uploaded image: {why}", print_exception=False
+                           ) from None
+
+    component.preprocess = preprocess
+    return component
+
+
 def _why_markdown(runs: Runs, tab: str, what: str) -> str:
     missing = runs.unavailable(tab)
     if not runs.names(backend.TAB_NEEDS[tab][0]):
@@ -202,12 +228,14 @@ def _inpaint_tab(runs: Runs) -> None:
                               label="steps", visible=opts["steps"] is not None)
             go = gr.Button("Inpaint", variant="primary", elem_id="inpaint-btn")
         with gr.Column(scale=2):
-            editor = gr.ImageEditor(label="image (upload, then paint the hole)", type="numpy",
+            editor = _upload(gr.ImageEditor(label="image (upload, then paint the hole)",
+                                            type="numpy",
                                     sources=["upload", "clipboard"], image_mode="RGBA",
                                     brush=gr.Brush(colors=["#ffffff"], color_mode="fixed",
                                                    default_size=12),
-                                    transforms=(), layers=False, height=OUTPUT_HEIGHT,
-                                    elem_id="inpaint-editor", elem_classes="pixels")
+                                            transforms=(), layers=False,
+                                            height=OUTPUT_HEIGHT, elem_id="inpaint-editor",
+                                            elem_classes="pixels"))
             _image_source(runs, run, editor, names[0], "inpaint-example")
     with gr.Row():
         out = gr.Image(label="original | masked | completed", format="png", interactive=False,
@@ -247,8 +275,9 @@ def _superres_tab(runs: Runs) -> None:
                               label="sampling steps", visible=opts["steps"] is not None)
             go = gr.Button("Super-resolve", variant="primary", elem_id="sr-btn")
         with gr.Column(scale=2):
-            image = gr.Image(label="image", type="numpy", sources=["upload", "clipboard"],
-                             height=OUTPUT_HEIGHT // 2, elem_id="sr-in")
+            image = _upload(gr.Image(label="image", type="filepath", image_mode=None,
+                                     sources=["upload", "clipboard"],
+                                     height=OUTPUT_HEIGHT // 2, elem_id="sr-in"))
             _image_source(runs, run, image, names[0], "sr-example")
     out = gr.Image(label="bicubic | model (| original, when scored)", format="png",
                    interactive=False,
@@ -276,8 +305,9 @@ def _translate_tab(runs: Runs) -> None:
             direction = gr.Radio(["AtoB", "BtoA"], value="AtoB", label="direction")
             go = gr.Button("Translate", variant="primary", elem_id="translate-btn")
         with gr.Column(scale=2):
-            image = gr.Image(label="image", type="numpy", sources=["upload", "clipboard"],
-                             height=OUTPUT_HEIGHT // 2, elem_id="translate-in")
+            image = _upload(gr.Image(label="image", type="filepath", image_mode=None,
+                                     sources=["upload", "clipboard"],
+                                     height=OUTPUT_HEIGHT // 2, elem_id="translate-in"))
             _image_source(runs, run, image, names[0], "translate-example")
     out = gr.Image(label="input | translation", format="png", interactive=False,
                    height=OUTPUT_HEIGHT, elem_id="translate-out", elem_classes="pixels")
@@ -315,7 +345,9 @@ def _card_tab(runs: Runs) -> tuple[gr.Dropdown, list[Any], Callable[[str], list[
 def build_app(runs: Runs) -> gr.Blocks:
     """The app over ``runs``; launch it with :func:`pixgen.web.serve`."""
     names = ", ".join(f"{n} ({r.model.name})" for n, r in runs.runs.items())
-    with gr.Blocks(title="pixgen", analytics_enabled=False) as demo:
+    # uploads and outputs in Gradio's cache are deleted hourly after an hour
+    with gr.Blocks(title="pixgen", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"## pixgen\nServing {len(runs.runs)} run(s): {names}")
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):

@@ -41,6 +41,8 @@ BUILTIN_EXAMPLES = 8
 #: built-in examples are enlarged (nearest neighbour, an integer factor) to about this side,
 #: so that a mask can be painted on them; reading them back at the model's size is exact
 EXAMPLE_DISPLAY_SIZE = 256
+#: the model card shows sample grids shrunk to at most this many pixels a side
+CARD_GRID_SIDE = 2048
 
 
 class WebError(PixgenError):
@@ -87,9 +89,13 @@ class Runs:
             raise ConfigError("pixgen serve needs at least one run directory, e.g. "
                               "`pixgen serve runs/demo`")
         self.runs: dict[str, ServedRun] = {}
+        seen: set[Path] = set()
         for p in paths:
             model = pixgen.load(p, device=device)
             run_dir = Path(getattr(model, "run_dir", Path(p)))
+            if run_dir.resolve() in seen:  # named twice (the folder and its weights file)
+                continue
+            seen.add(run_dir.resolve())
             base = run_dir.resolve().name or "run"
             name, k = base, 2
             while name in self.runs:
@@ -189,10 +195,23 @@ def _sampling_kwargs(model: PixgenModel, method: str, *, temperature: Any = None
 
 def image_from_upload(array: Any, *, size: int, channels: int, what: str = "the image"
                       ) -> torch.Tensor:
-    """An uploaded HxW / HxWxC uint8 array as uint8 (1, channels, size, size): transparency
-    composited on white, the centre square cropped, resized."""
+    """An uploaded image as uint8 (1, channels, size, size): the centre square cropped and
+    resized.
+
+    Args:
+        array: the uploaded file's path, decoded as the datasets decode image files
+            (transparency over white, 16-bit and palette images, EXIF orientation), or an
+            HxW / HxWxC array (an alpha channel composited on white).
+    """
+    from pixgen.data.folder import read_image
+
     if array is None:
         raise WebError(f"upload {what} first (or pick a built-in one)")
+    if isinstance(array, (str, Path)):
+        try:
+            array = read_image(array, name=what)
+        except PixgenError as e:
+            raise WebError(str(e)) from None
     a = np.asarray(array)
     if a.ndim not in (2, 3) or a.size == 0:
         raise WebError(f"{what} is not an image (array of shape {a.shape})")
@@ -293,7 +312,7 @@ def builtin_examples(runs: Runs, name: str) -> list[tuple[str, np.ndarray]]:
         if spec:
             try:
                 ds = load_dataset(spec, split="test", image_size=model.config["image_size"],
-                                  channels=model.config["channels"])
+                                  channels=model.config["channels"], download=False)
                 k = max(1, EXAMPLE_DISPLAY_SIZE // model.config["image_size"])
                 for i in range(min(BUILTIN_EXAMPLES, len(ds.images))):
                     img = to_display(ds.images[i:i + 1], padding=0)
@@ -481,11 +500,29 @@ def model_card(runs: Runs, name: str) -> dict[str, Any]:
                    key=lambda p: (len(p.name), p.name)) if (run.path / "samples").is_dir() else []
     for grid in reversed(grids):
         try:
-            with Image.open(grid) as im:
-                samples = np.asarray(im.convert("RGB"))
-            lines.append(f"- **newest sample grid:** {grid.name}")
+            samples = _read_grid(grid)
+        except Image.DecompressionBombError:
+            lines.append(f"- **newest sample grid:** {grid.name}, too large to show here")
             break
         except OSError:
             continue
+        lines.append(f"- **newest sample grid:** {grid.name}")
+        break
     return {"summary": "\n".join(x for x in lines if x), "config": model.config,
             "metrics": metrics, "curves": curves, "samples": samples}
+
+
+def _read_grid(path: Path) -> np.ndarray:
+    """A run's own sample grid as RGB, shrunk to at most :data:`CARD_GRID_SIDE` pixels a
+    side (grids of large images exceed the upload pixel limit ``pixgen serve`` sets)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours, not an upload
+        with Image.open(path) as im:
+            im.draft("RGB", (CARD_GRID_SIDE, CARD_GRID_SIDE))
+            im = im.convert("RGB")
+            im.thumbnail((CARD_GRID_SIDE, CARD_GRID_SIDE), Image.LANCZOS)
+            return np.asarray(im)

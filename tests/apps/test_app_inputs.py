@@ -178,3 +178,30 @@ def test_superres_and_translate_take_any_float_type():
     x = to_float(uint8_images(2))
     assert torch.allclose(pixgen.translate(cyc, x.double()), pixgen.translate(cyc, x),
                           atol=1e-6)
+
+
+@pytest.mark.parametrize("name, kw", [("pixelcnn", {"candidates": 1}),
+                                      ("diffusion", {"steps": 2, "jump": 1, "resample": 1}),
+                                      ("vae", {"steps": 2, "restarts": 1})])
+def test_model_methods_take_uint8_images_too(name, kw):
+    """Called directly (not through pixgen.inpaint), a model's inpaint, and CycleGAN's
+    translate and the super-resolution models, read uint8 as [0, 255], not as [-1, 1]."""
+    model = build(name)
+    x = uint8_images(2)
+    hole = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    hole[..., 4:12, 4:12] = True
+    out = model.inpaint(x, hole, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(out, model.inpaint(to_float(x), hole,
+                                          generator=torch.Generator().manual_seed(0), **kw))
+    assert out.max() <= 1 and torch.equal(out * ~hole, to_float(x) * ~hole)
+
+
+def test_translate_and_superres_take_uint8_images_too():
+    x = uint8_images(2)
+    cyclegan = build("cyclegan")
+    assert torch.equal(cyclegan.translate(x), cyclegan.translate(to_float(x)))
+    with pytest.raises(ConfigError, match=r"translation takes \(N, 3, H, W\) images"):
+        cyclegan.translate(x[:, :1])
+    sr = build("srresnet", DataInfo("test", image_size=16, channels=3))
+    low = uint8_images(2, size=4)
+    assert torch.equal(sr.superres(low), sr.superres(to_float(low)))

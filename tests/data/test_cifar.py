@@ -167,7 +167,8 @@ def test_cifar10_missing_archive_error(tmp_path):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
     assert str(e.value) == (
         f"dataset 'cifar10' needs cifar-10-binary.tar.gz in {tmp_path / 'cifar10'}, and "
-        "downloading is off (turn it on with --download, or data.download=true). Download "
+        "downloading is off (turn it on: check-data --download; train --set "
+        "data.download=true). Download "
         "it from https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz and place it in "
         f"{tmp_path / 'cifar10'} (or pass --data-dir to use another data folder). An extracted cifar-10-batches-bin/ folder there is read too "
         "(the pickled cifar-10-python.tar.gz is not).")

@@ -193,6 +193,22 @@ def test_short_transfer_is_a_failed_mirror(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="closed after 5 of 10 bytes"):
         fetch([f], tmp_path / "d", dataset="set", download=True)
     assert list((tmp_path / "d").iterdir()) == []
+    # without a Content-Length header, the file's known size tells a cut transfer
+    Response.headers = {}
+    sized = RemoteFile("a.bin", ("https://a.example/a.bin",), "0" * 64, size=200)
+    with pytest.raises(DataError, match="closed after 5 of 200 bytes"):
+        fetch([sized], tmp_path / "d", dataset="set", download=True)
+
+
+def test_stale_partial_downloads_are_removed(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    old, fresh = folder / ".a.bin.x1.part", folder / ".a.bin.x2.part"
+    old.write_bytes(b"killed mid-way")
+    fresh.write_bytes(b"another process, still downloading")
+    os.utime(old, (0, 0))
+    fetch([_served(tmp_path, "a.bin", b"abc")], folder, dataset="set", download=True)
+    assert not old.exists() and fresh.exists()
 
 
 def test_corrupt_cache_file_is_ignored(tmp_path):

@@ -83,9 +83,38 @@ def test_test_split_needs_the_layout(tmp_path):
     with pytest.raises(DataError) as e:
         load(tmp_path, split="test")
     assert str(e.value) == (
-        f"{tmp_path} has no test split: without train/ and test/ subfolders all of it is the "
-        f"train split; to hold out test images, put them in {tmp_path / 'test'} and the rest in "
-        f"{tmp_path / 'train'}")
+        f"{tmp_path} has no test split: all of it is the train split; to hold out test images, "
+        f"put them in {tmp_path / 'test'} and the rest in {tmp_path / 'train'}")
+
+
+def test_split_folders_train_alone_or_with_val(tmp_path):
+    """train/ alone is the train split (its subfolders the classes), and val/ (valid/,
+    validation/) is a test split, as in ImageNet's layout; neither is ever a class."""
+    save(tmp_path / "train" / "cat" / "1.png", rgb(0))
+    save(tmp_path / "train" / "dog" / "2.png", rgb(1))
+    train = load(tmp_path, image_size=16)
+    assert train.class_names == ["cat", "dog"] and train.labels.tolist() == [0, 1]
+    with pytest.raises(DataError, match="has no test split: train/ is the only split"):
+        load(tmp_path, split="test")
+    save(tmp_path / "val" / "dog" / "3.png", rgb(2))
+    test = load(tmp_path, split="test", image_size=16)
+    assert test.class_names == ["cat", "dog"] and test.labels.tolist() == [1]
+    assert len(load(tmp_path, image_size=16)) == 2  # val/ images are never trained on
+    # beside a folder that is not a split, train/ is an ordinary class folder
+    other = tmp_path / "other"
+    save(other / "train" / "1.png", rgb(0))
+    save(other / "bird" / "2.png", rgb(1))
+    assert load(other, image_size=16).class_names == ["bird", "train"]
+
+
+def test_symlinked_class_folders_are_read_once(tmp_path):
+    save(tmp_path / "elsewhere" / "x.png", rgb(0))
+    root = tmp_path / "root"
+    save(root / "cat" / "1.png", rgb(1))
+    (root / "bird").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "cat" / "loop").symlink_to(root, target_is_directory=True)  # a cycle
+    data = load(root, image_size=16)
+    assert data.class_names == ["bird", "cat"] and data.labels.tolist() == [0, 1]
 
 
 def test_grayscale_modes_give_one_channel(tmp_path):
@@ -155,10 +184,22 @@ def test_large_jpeg_uses_draft_mode(tmp_path, monkeypatch):
     save(tmp_path / "big.jpg", np.full((512, 640, 3), 90, np.uint8), quality=95)
     sizes = []
     real = folder_mod._crop_resize
-    monkeypatch.setattr(folder_mod, "_crop_resize", lambda im, s: sizes.append(im.size) or real(im, s))
+    monkeypatch.setattr(folder_mod, "_crop_resize",
+                        lambda im, s, **kw: sizes.append(im.size) or real(im, s, **kw))
     data = load(tmp_path, image_size=32)
     assert sizes == [(80, 64)]  # decoded at 1/8 scale, still at least 32 on the short side
     assert (data.images.int() - 90).abs().max() <= 2
+
+
+def test_a_reduced_jpeg_decode_keeps_the_crop_centred(tmp_path):
+    """100x40 decodes at 1/4 (25x10 pixels); the centre crop stays on the full image's centre
+    line (it was half a reduced pixel off, the rounding of (25 - 10) // 2)."""
+    halves = np.zeros((40, 100, 3), np.uint8)
+    halves[:, :50, 0], halves[:, 50:, 2] = 255, 255  # red | blue, split at the centre
+    save(tmp_path / "halves.jpg", halves, quality=98)
+    row = load(tmp_path, image_size=8).images[0, :, 4].int()
+    red, blue = row[0], row[2]
+    assert (red - blue.flip(0)).abs().max() <= 12, (red.tolist(), blue.tolist())
 
 
 def test_shorter_side_resized_then_centre_cropped(tmp_path):

@@ -210,3 +210,30 @@ def test_train_sample_inpaint_and_superres_end_to_end(tmp_path, capsys):
     assert "models that do: diffusion-sr" in capsys.readouterr().err
     with pytest.raises(PixgenError, match="inpaint"):
         pixgen.inpaint(pixgen.load(sr_run), torch.zeros(1, 1, 16, 16), "center")
+
+
+def test_a_model_trained_without_label_dropout_never_uses_the_untrained_null_class():
+    """cond_drop=0: the null class's embedding gets no gradient in training, so sampling and
+    inpainting without labels draw random classes, and inversion asks for labels."""
+    model = Diffusion(image_size=8, channels=1, num_classes=3, cond_drop=0.0, **TINY).eval()
+    seen = []
+    net = model.net.forward
+
+    def spy(x, t, labels=None, *a, **k):
+        seen.append(None if labels is None else labels.tolist())
+        return net(x, t, labels, *a, **k)
+
+    model.net.forward = spy
+    model.sample(6, generator=torch.Generator().manual_seed(0))
+    hole = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    hole[..., :4] = True
+    model.inpaint(torch.zeros(2, 1, 8, 8), hole, steps=2, jump=1, resample=1)
+    assert seen and all(labels is not None and max(labels) < 3 for labels in seen)
+    for call in (lambda: model.encode(torch.zeros(2, 1, 8, 8)),
+                 lambda: model.decode(torch.zeros(2, 1, 8, 8)),
+                 lambda: model.decode(torch.zeros(2, 1, 8, 8), clip=False)):
+        with pytest.raises(ConfigError, match="needs labels .* model.cond_drop=0"):
+            call()
+    # with label dropout the null class is trained, and None means the unconditional mode
+    dropped = Diffusion(image_size=8, channels=1, num_classes=3, cond_drop=0.1, **TINY).eval()
+    assert dropped.encode(torch.zeros(2, 1, 8, 8)).shape == (2, 1, 8, 8)

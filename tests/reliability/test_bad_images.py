@@ -359,7 +359,7 @@ def test_check_data_empty_folder_builtin_and_usage_errors(tmp_path, capsys):
     assert f"digits (test): {n_test} image(s) readable" in out and f"modes: L {n_train}" in out
     assert main(["check-data", "mnist", "--data-dir", str(tmp_path)]) == 1  # not downloaded
     out = capsys.readouterr().out
-    assert "mnist (train): cannot be loaded" in out and "turn it on with --download" in out
+    assert "mnist (train): cannot be loaded" in out and "check-data --download" in out
     assert out.rstrip().endswith("problems: 2 split(s) that cannot be loaded, for the reason "
                                  "given above")  # no bad-file hint without bad files
     assert main(["check-data", folder_spec(tmp_path / "nope")]) == 2

@@ -14,9 +14,12 @@ from pixgen.web.backend import Runs, WebError
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_runs):
-    return Runs([tiny_runs["vae"], tiny_runs["cyclegan"], tiny_runs["srresnet"],
-                 tiny_runs["vae"]])
+def runs(tiny_runs, tmp_path_factory):
+    import shutil
+
+    twin = tmp_path_factory.mktemp("elsewhere") / "vae-digits"  # another run, the same name
+    shutil.copytree(tiny_runs["vae"], twin)
+    return Runs([tiny_runs["vae"], tiny_runs["cyclegan"], tiny_runs["srresnet"], twin])
 
 
 def test_runs_are_named_by_folder_and_served_by_capability(runs):
@@ -107,6 +110,42 @@ def test_uploads_are_decoded_safely():
         backend.image_from_upload(big, size=8, channels=1)
 
 
+def test_uploaded_files_are_decoded_as_the_datasets_decode_them(tmp_path):
+    """The app passes uploads as files: transparency over white, palette and 16-bit images
+    as the data loaders read them; a corrupt file is one line naming no server path."""
+    from PIL import Image
+
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    pal = Image.new("P", (16, 16), 1)
+    pal.putpalette([0, 0, 0, 255, 255, 0] + [0] * 762)
+    pal.save(tmp_path / "yellow.gif")
+    Image.fromarray(np.full((16, 16), 32768, np.uint16)).save(tmp_path / "deep.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    for name, want in (("clear.png", [255] * 3), ("yellow.gif", [255, 255, 0]),
+                       ("deep.png", [128] * 3)):
+        x = backend.image_from_upload(str(tmp_path / name), size=8, channels=3)
+        assert x[0, :, 4, 4].tolist() == want, name
+    with pytest.raises(WebError, match=r"^cannot read the image: it is not an image file"):
+        backend.image_from_upload(str(tmp_path / "bad.png"), size=8, channels=3)
+
+
+def test_builtin_examples_never_download(runs, monkeypatch):
+    import urllib.request
+
+    def offline(*a, **k):
+        raise AssertionError("the web app tried to download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    run = runs.get("vae-digits")
+    saved = run.model.meta["data"]["spec"], run._examples
+    try:
+        run.model.meta["data"]["spec"], run._examples = "mnist", None
+        monkeypatch.setenv("PIXGEN_DATA_DIR", "/nonexistent/pixgen-data")
+        assert backend.builtin_examples(runs, "vae-digits") == []
+    finally:
+        run.model.meta["data"]["spec"], run._examples = saved
+
+
 def test_builtin_examples_read_back_exactly(runs):
     from pixgen.data import load_dataset
 
@@ -158,6 +197,27 @@ def test_model_card(runs, tiny_runs):
     assert "newest sample grid:** step-0000020.png" in card["summary"]
     assert card["config"]["latent_dim"] == 4 and card["metrics"] == []
     assert card["curves"].ndim == 3 and card["samples"].ndim == 3
+    # a grid of large images (over serve's upload pixel limit) is shown shrunk
+    import shutil
+    import warnings
+
+    from PIL import Image
+
+    copy = tiny_runs["vae"].parent / "vae-big-grid"
+    shutil.copytree(tiny_runs["vae"], copy, dirs_exist_ok=True)
+    Image.new("RGB", (4200, 4200), (9, 9, 9)).save(copy / "samples" / "step-9999999.png")
+    big = backend.Runs([copy, copy / "model.safetensors"])  # the same run named twice: once
+    assert list(big.runs) == ["vae-big-grid"]
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = backend.MAX_UPLOAD_PIXELS  # as pixgen serve sets it
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            card = backend.model_card(big, "vae-big-grid")
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    assert card["samples"].shape == (backend.CARD_GRID_SIDE, backend.CARD_GRID_SIDE, 3)
+    assert "step-9999999.png" in card["summary"]
     (tiny_runs["cyclegan"] / "eval.json").write_text(json.dumps({"fid": 12.5, "n_fake": 10,
                                                                   "real": "x"}))
     card = backend.model_card(runs, "cyclegan-shapes")

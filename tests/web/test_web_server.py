@@ -8,6 +8,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
+import numpy as np
 import pytest
 from _serve_helpers import need, start_server
 
@@ -175,4 +176,33 @@ def test_decompression_bomb_upload_is_refused(server, tmp_path):
         event, data = call(url, "translate", ["cyclegan-shapes", image, "AtoB"])
         assert (event == "complete") == ok, (side, data)
         if not ok:
-            assert "exceeds limit of 16777216 pixels" in data["error"]
+            assert "cannot read the uploaded image: it has too many pixels (over 16,777,216)" \
+                in data["error"]
+
+
+def test_uploads_reach_pixgen_as_files(server, tmp_path):
+    """Gradio hands uploads over undecoded: a transparent PNG is white and a palette GIF its
+    colours, as in training; a corrupt file is one line without the server's paths."""
+    from PIL import Image
+
+    url, _, _ = server
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    pal = Image.new("P", (16, 16), 1)
+    pal.putpalette([0, 0, 0, 255, 255, 0] + [0] * 762)
+    pal.save(tmp_path / "yellow.gif")
+    for name, want in (("clear.png", [255] * 3), ("yellow.gif", [255, 255, 0])):
+        status, body = upload(url, name, (tmp_path / name).read_bytes())
+        image = {"path": json.loads(body)[0], "meta": {"_type": "gradio.FileData"}}
+        event, data = call(url, "translate", ["cyclegan-shapes", image, "AtoB"])
+        assert event == "complete", data
+        status, png = get(data[0]["url"])
+        import io
+
+        strip = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        assert strip[4, 4].tolist() == want, name  # the input panel, inside the padding
+    status, body = upload(url, "bad.png", b"\x89PNG\r\n\x1a\nnot a png")
+    image = {"path": json.loads(body)[0], "meta": {"_type": "gradio.FileData"}}
+    event, data = call(url, "translate", ["cyclegan-shapes", image, "AtoB"])
+    assert event == "error"
+    assert data["error"] == ("cannot read the uploaded image: it is not an image file that "
+                             "can be read")
