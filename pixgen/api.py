@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +13,14 @@ import torch
 
 from pixgen.config import RunConfig, check_config, set_key, validate_model_args
 from pixgen.data.base import bad_image_policy, write_bad_image_report
-from pixgen.errors import ConfigError, StageOneStopped
+from pixgen.errors import CheckpointError, ConfigError, StageOneStopped
 from pixgen.models.base import ModelArgsError, PixgenModel
 from pixgen.sampling import generate  # noqa: F401  (re-exported as pixgen.generate)
 from pixgen.registry import DATASETS, MODELS
 from pixgen.train import checkpoint as ckpt
+
+#: a two-stage run's settings, written before its stage one, so --resume can finish both
+PENDING_CONFIG = "config.pending.yaml"
 
 # Keys that may change when a run is resumed; everything else must match the saved run.
 RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
@@ -33,7 +39,7 @@ def build_config(settings: dict[str, Any], *, base: RunConfig | None = None,
         base: the starting config (a saved run's config when resuming); default RunConfig().
         resume: only :data:`RESUMABLE_KEYS` may change value.
     """
-    cfg = base if base is not None else RunConfig()
+    cfg = copy.deepcopy(base) if base is not None else RunConfig()  # never the caller's
     before = cfg.to_dict()
     for key, value in settings.items():
         set_key(cfg, key, value, source="--set" if "." in key else "option")
@@ -102,7 +108,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
             one into ``<out>/stage1`` for this many steps (default: ``steps``).
         **model_args: the model's constructor arguments, e.g. ``beta=4.0`` for "vae".
     """
-    from pixgen.train.trainer import Trainer, check_run_dir, default_run_dir
+    from pixgen.train.trainer import check_run_dir, default_run_dir
     from pixgen.utils import distributed
 
     settings: dict[str, Any] = {"model": model, "data.spec": data, "train.steps": steps,
@@ -124,6 +130,14 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
             raise ConfigError("--stage1-steps does not go with --resume: resume a stopped "
                               "stage one in its own folder, OUT/stage1")
         run_dir = Path(out).expanduser()
+        if not (run_dir / ckpt.STATE).exists() and (run_dir / PENDING_CONFIG).is_file():
+            # a two-stage run that stopped in stage one: finish it, then start the prior
+            cfg = build_config(settings, base=RunConfig.from_yaml(run_dir / PENDING_CONFIG),
+                               resume=True)
+            check_config(cfg)
+            distributed.setup(cfg.device)
+            _finish_stage_one(cfg, run_dir, progress, settings)
+            return _run_trainer(cfg, run_dir, resume=False, progress=progress)
         distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
         saved = RunConfig.from_yaml(run_dir / "config.yaml")
         cfg = build_config(settings, base=saved, resume=True)
@@ -154,9 +168,19 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         if cfg.train.init_from:
             _take_settings_from_run(cfg, cls, settings)
         _dry_run_model(cfg)
+    return _run_trainer(cfg, run_dir, resume=resume, progress=progress)
+
+
+def _run_trainer(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool
+                 ) -> PixgenModel:
+    from pixgen.train.trainer import Trainer
+    from pixgen.utils.distributed import is_main
+
     cfg.out = str(run_dir)
     with bad_image_policy(cfg.data.on_bad_image) as skipped:
         trainer = Trainer(cfg, resume=resume, progress=progress)
+        if is_main():  # the run's own config.yaml is written: stage one is behind it
+            (run_dir / PENDING_CONFIG).unlink(missing_ok=True)
         _report_bad_images(run_dir, skipped)
         n = len(skipped)
         model = trainer.run()
@@ -232,6 +256,14 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
     ``run_dir/stage1``, with the same data and seed."""
     cls = MODELS.get(cfg.model)
     out = run_dir / "stage1"
+    from pixgen.utils import distributed
+
+    def remember() -> None:  # what --resume needs to finish stage one and start the prior
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / PENDING_CONFIG,
+                               replace(cfg, out=str(run_dir)).to_yaml())
+
+    distributed.on_main(remember)
     own = {"train.steps", "train.lr", "train.group_lr", "train.init_from", "train.betas"}
     overrides = {f"data.{k}": v for k, v in cfg.to_dict()["data"].items()}
     overrides.update({f"train.{k}": v for k, v in cfg.to_dict()["train"].items()
@@ -245,14 +277,40 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
     first = train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
                   seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress,
                   **cls.stage_one_args(cfg.model_args))
+    _check_stage_one_finished(cfg, first, run_dir)
+    return out
+
+
+def _check_stage_one_finished(cfg: RunConfig, first: PixgenModel, run_dir: Path) -> None:
     if getattr(first, "stopped_early", False):
         # the prior would learn the codes of a half-trained stage one
         raise StageOneStopped(
-            f"stage one stopped early, so {cfg.model} did not start: resume stage one with "
-            f"pixgen train {cls.stage_one} --out {out} --resume, then train the prior with "
-            f"pixgen train {cfg.model} --from {out} --out {run_dir}",
+            f"stage one stopped early, so {cfg.model} did not start: resume both stages with "
+            f"pixgen train {cfg.model} --out {run_dir} --resume",
             signal=getattr(first, "interrupted_by", None))
-    return out
+
+
+def _finish_stage_one(cfg: RunConfig, run_dir: Path, progress: bool,
+                      settings: dict[str, Any]) -> None:
+    """Resume the stage one of a two-stage run that stopped in it (with the resumable
+    settings given, but its own steps), then set ``cfg`` up for the second stage as a run
+    without --resume would have."""
+    cls = MODELS.get(cfg.model)
+    stage1 = run_dir / "stage1"
+    if not (stage1 / ckpt.STATE).exists():
+        raise CheckpointError(f"cannot resume: stage one of {run_dir} stopped before its "
+                              f"first checkpoint ({stage1} has no {ckpt.STATE}); delete "
+                              f"{run_dir} and start again")
+    given = {k: v for k, v in settings.items()
+             if k in RESUMABLE_KEYS and k not in ("train.steps", "out")}
+    first = train(cls.stage_one, out=stage1, resume=True, progress=progress, overrides=given)
+    _check_stage_one_finished(cfg, first, run_dir)
+    cfg.train.init_from = str(stage1.resolve())
+    given = {f"model.{k}": v for k, v in cfg.model_args.items()}
+    given.update({f"data.{k}": v for k in ("image_size", "channels")
+                  if (v := getattr(cfg.data, k)) is not None})
+    _take_settings_from_run(cfg, cls, given)
+    _dry_run_model(cfg)
 
 
 def _take_settings_from_run(cfg: RunConfig, cls: type, settings: dict[str, Any]) -> None:

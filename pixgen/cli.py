@@ -513,7 +513,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 128 + signum  # as a shell reports a process the signal ended: 130, 143
     if not is_main():  # one report, from rank 0
         return 0
-    print(f"trained {model.name} in {time.perf_counter() - t0:.0f} s -> {run}")
+    took = f"{time.perf_counter() - t0:.0f} s"
+    if getattr(model, "stopped_early", False):  # the time limit (train.max_minutes)
+        print(f"stopped {model.name} at its time limit after {took}, before --steps -> {run}")
+    else:
+        print(f"trained {model.name} in {took} -> {run}")
     grids = sorted((run / "samples").glob("step-*.png"))
     if grids:
         print(f"samples: {grids[-1]}")

@@ -69,7 +69,8 @@ class TrainConfig:
             the model's default (constant for most; linear for cyclegan, as in its paper).
         lr_decay_start: fraction of train.steps after which a decaying schedule starts.
         grad_clip: clip each group's gradient norm to this value; None disables clipping.
-        grad_accum: split each batch into this many micro-batches (same result, less memory).
+        grad_accum: split each batch into this many micro-batches (less memory; the same
+            result for models without batch norm, whose statistics are per micro-batch).
         ema_halflife_kimg: half-life of the weights' exponential moving average in thousands
             of images; 0 disables EMA; None uses the model's default.
         ema_rampup: during early training the half-life is at most this fraction of the images
@@ -84,7 +85,8 @@ class TrainConfig:
         sample_every: steps between sample grids in samples/; 0 disables.
         ckpt_every: steps between checkpoints; 0 saves only at the end.
         num_samples: images in each sample grid.
-        max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient.
+        max_nonfinite: stop after this many steps in a row with a non-finite loss or gradient
+            (checked at log steps and checkpoints, so the hot loop never waits for the GPU).
         max_minutes: stop (saving a resumable checkpoint) once this much training time has
             passed, e.g. to fit a job's wall-clock limit; None: no limit.
         eval_every: steps between sample-quality evaluations (FID, KID, precision/recall...)
@@ -386,3 +388,8 @@ def check_config(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    from pixgen.registry import FEATURES
+
+    if t.eval_features not in FEATURES:  # before training, not at the first evaluation
+        raise ConfigError(f"train.eval_features must be one of {', '.join(FEATURES.names())}, "
+                          f"not {t.eval_features!r}")

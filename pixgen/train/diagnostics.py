@@ -58,6 +58,17 @@ class StabilityMonitor:
         self.best_ratio = 0.0
         self.best_classes = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to judge as an uninterrupted one would (alarms are
+        printed again in a new session)."""
+        return {"streak": dict(self.streak), "best_ratio": self.best_ratio,
+                "best_classes": self.best_classes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.streak = {k: int(v) for k, v in state.get("streak", {}).items()}
+        self.best_ratio = float(state.get("best_ratio", 0.0))
+        self.best_classes = int(state.get("best_classes", 0))
+
     def _alarm(self, step: int, name: str, message: str, logger: Any) -> None:
         logger.log(step, {f"diag/{name}": 1.0})
         if name not in self.raised:

@@ -20,6 +20,17 @@ class MetricTracker:
         self.host: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums of the steps since the last log step, for a checkpoint between log steps
+        (a resumed run's next line then averages the same steps as an uninterrupted run's)."""
+        return {"sums": {k: v.detach().cpu() for k, v in self.sums.items()},
+                "host": dict(self.host), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str) -> None:
+        self.sums = {k: v.to(device) for k, v in state.get("sums", {}).items()}
+        self.host = {k: float(v) for k, v in state.get("host", {}).items()}
+        self.counts = {k: int(v) for k, v in state.get("counts", {}).items()}
+
     def add(self, logs: dict[str, torch.Tensor | float]) -> None:
         """Add one step's values: tensors stay on their device, floats on the host."""
         for k, v in logs.items():
@@ -65,9 +76,11 @@ class RunLogger:
     def __init__(self, run_dir: Path, *, start_step: int, tensorboard: bool) -> None:
         self.path = run_dir / METRICS
         if start_step and self.path.exists():
+            from pixgen.train.checkpoint import atomic_write_text
+
             keep = [r for r in read_metrics(self.path)
                     if isinstance(r.get("step", 0), int) and r.get("step", 0) <= start_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         elif not start_step:
             self.path.write_text("")
         self._pending: tuple[int, dict[str, Any]] | None = None
@@ -75,7 +88,9 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=str(run_dir), purge_step=start_step or None)
+            # a resumed run writes from start_step + 1; the events up to start_step stay
+            self.tb = SummaryWriter(log_dir=str(run_dir),
+                                    purge_step=start_step + 1 if start_step else None)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         """Record values of ``step``; everything logged for one step becomes one JSON line

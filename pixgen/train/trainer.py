@@ -131,6 +131,22 @@ class NonFiniteGuard:
         self._worst = torch.maximum(self._worst, self._in_a_row)
         self._skipped = self._skipped + bad
 
+    def state_dict(self) -> dict[str, int]:
+        """The counts, for a checkpoint: a resumed run goes on counting (in a row too)."""
+        if self._in_a_row is None or self._worst is None or self._skipped is None:
+            return {"reported": self._reported}
+        in_a_row, worst, skipped = torch.stack([self._in_a_row, self._worst,
+                                                self._skipped]).tolist()
+        return {"in_a_row": in_a_row, "worst": worst, "skipped": skipped,
+                "reported": self._reported}
+
+    def load_state_dict(self, state: dict[str, int], device: torch.device) -> None:
+        self._reported = int(state.get("reported", 0))
+        if "skipped" in state:
+            self._in_a_row, self._worst, self._skipped = (
+                torch.tensor(int(state[k]), device=device)
+                for k in ("in_a_row", "worst", "skipped"))
+
     @property
     def skipped(self) -> int:
         """Steps skipped so far (reads back from the device)."""
@@ -378,11 +394,19 @@ class Trainer:
         self.elapsed = 0.0
         self.best_fid = float("inf")
         self._eval_real: Any = None
-        self.monitor: StabilityMonitor | None = None
+        self._state_damaged = False  # resumed from state.prev.pt: state.pt is not kept
+        # the log window, the non-finite counts and the diagnostics' memory are checkpointed
+        self.tracker = MetricTracker()
+        self.guard = NonFiniteGuard(t.max_nonfinite)
+        self.monitor = StabilityMonitor(self.model,
+                                        to_float(self.batcher.data.images[:256]).cpu())
         if resume:
             if self.is_main:
                 ckpt.remove_stale_temporaries(self.run_dir)
             self._load_state()
+            if self.is_main:  # the keys a resume may change (steps, time limit, ...) stay true
+                with contextlib.suppress(OSError):
+                    ckpt.atomic_write_text(self.run_dir / CONFIG_YAML, cfg.to_yaml())
         else:
             if t.init_from:
                 self._init_from(t.init_from)
@@ -427,6 +451,7 @@ class Trainer:
             if self.is_main:
                 progress_write(f"pixgen: warning: {e}. Resuming from the previous checkpoint "
                                f"{prev.name} (step {state.get('step')}) instead.")
+            self._state_damaged = True
             return state
 
     def _load_state(self) -> None:
@@ -442,7 +467,10 @@ class Trainer:
             self.model.load_training_state(state.get("model_training_state") or {})
             self.step = int(state["step"])
             self.elapsed = float(state.get("elapsed", 0.0))
-            self.best_fid = float(state.get("best_fid", float("inf")))
+            self.best_fid = min(float(state.get("best_fid", float("inf"))), self._best_saved())
+            self.tracker.load_state_dict(state.get("metric_window") or {}, self.device)
+            self.guard.load_state_dict(state.get("nonfinite") or {}, self.device)
+            self.monitor.load_state_dict(state.get("diagnostics") or {})
             self._restore_rng(state)
             self.saved_step = self.step
         except (KeyError, RuntimeError, ValueError) as e:
@@ -451,6 +479,15 @@ class Trainer:
                                   f"model and settings ({why}); was config.yaml edited or "
                                   f"replaced? Restore it, or start a new run") from None
         self._warn_if_environment_changed(state)
+
+    def _best_saved(self) -> float:
+        """The FID of best/, which evaluations after the last checkpoint may have improved
+        (a run killed after them keeps that better model)."""
+        try:
+            meta = json.loads((self.run_dir / "best" / "config.json").read_text())
+            return float(meta["training"]["fid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return float("inf")
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
         """Each rank continues its own random stream; after a change of world size, ranks
@@ -505,6 +542,10 @@ class Trainer:
             training={"steps": self.step, "seconds": round(self.elapsed, 2),
                       "batch_size": self.cfg.train.batch_size, "seed": self.cfg.seed,
                       "ema_halflife_kimg": self.ema_halflife})
+        nonfinite = self.guard.state_dict()
+        if self._state_damaged:  # never keep the damaged file as the fallback
+            (self.run_dir / ckpt.STATE).unlink(missing_ok=True)
+            self._state_damaged = False
         ckpt.save_state(self.run_dir / ckpt.STATE, {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -516,6 +557,9 @@ class Trainer:
             **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
             "world_size": self.world_size,
             "best_fid": self.best_fid,
+            "metric_window": self.tracker.state_dict(),
+            "nonfinite": nonfinite,
+            "diagnostics": self.monitor.state_dict(),
             "config": self.cfg.to_dict(),
             "versions": {"torch": str(torch.__version__)},
             "determinism": _determinism(),
@@ -560,13 +604,20 @@ class Trainer:
         grid = make_grid(images, nrow=nrow)
         path = save_image(grid, self.run_dir / "samples" / f"step-{self.step:07d}.png")
         logger.image("samples", grid, self.step)
-        if self.monitor is not None and model.can("sample"):
+        if model.can("sample"):
             self.monitor.on_samples(self.step, images, logger)
         return path
 
     def evaluate(self, logger: RunLogger) -> dict[str, float]:
         """Sample-quality metrics of the current (EMA) model, logged as eval/*; keeps the
-        checkpoint with the best FID in best/."""
+        checkpoint with the best FID in best/. The training's random streams are left as
+        they were (building the extractor, once per session, draws from them), so a resumed
+        run trains on as an uninterrupted one."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._evaluate(logger)
+
+    def _evaluate(self, logger: RunLogger) -> dict[str, float]:
         from pixgen.eval.evaluate import featurize, generated_to_uint8, score
         from pixgen.eval.features import get_extractor
 
@@ -603,8 +654,7 @@ class Trainer:
         values = {f"eval/{k}": float(v) for k, v in result.items()
                   if isinstance(v, (int, float))}
         logger.log(self.step, values)
-        if self.monitor is not None:
-            self.monitor.on_eval(self.step, result, logger)
+        self.monitor.on_eval(self.step, result, logger)
         if result["fid"] < self.best_fid:
             self.best_fid = result["fid"]
             weights = (self.ema.model if self.ema else self.model).state_dict()
@@ -638,10 +688,7 @@ class Trainer:
         t = self.cfg.train
         main = self.is_main
         logger: RunLogger | NullLogger = NullLogger()
-        tracker = MetricTracker()
-        guard = NonFiniteGuard(t.max_nonfinite)
-        self.monitor = StabilityMonitor(self.model,
-                                        to_float(self.batcher.data.images[:256]).cpu())
+        tracker, guard, monitor = self.tracker, self.guard, self.monitor
         self.model.train()
         if main and self.step >= t.steps > 0:
             print(f"pixgen: the run is already at step {self.step} (train.steps {t.steps}): "
@@ -689,7 +736,11 @@ class Trainer:
                     # the hot loop free of a per-step synchronisation
                     stopping = stop.requested if self.world_size == 1 else \
                         log_now and distributed.any_rank(stop.requested)
-                    if log_now or stopping:
+                    if stopping and not log_now:  # the window's sums go in the checkpoint
+                        now = time.perf_counter()
+                        self.elapsed += now - last_time
+                        last_time, last_step = now, self.step
+                    if log_now:
                         guard.verify(self.step)
                         now = time.perf_counter()
                         self.elapsed += now - last_time
@@ -699,7 +750,7 @@ class Trainer:
                                        "skipped_steps": guard.skipped})
                         logger.log(self.step, values)
                         if main:
-                            self.monitor.on_log(self.step, values, logger)
+                            monitor.on_log(self.step, values, logger)
                         bar.set_postfix({k.replace("/loss", ""): f"{v:.3g}" for k, v in
                                          values.items() if k.endswith("/loss")} |
                                         {"img/s": f"{rate:.0f}"}, refresh=False)
@@ -711,6 +762,8 @@ class Trainer:
                     if main and t.eval_every and (self.step % t.eval_every == 0 or done) \
                             and self.model.can("sample"):
                         self.evaluate(logger)
+                    if main and done and self.model.can("classify"):
+                        self._report_test_accuracy(logger)  # in the last step's line
                     logger.flush()  # this step's metrics line, before its checkpoint
                     if done or stopping or (t.ckpt_every and self.step % t.ckpt_every == 0):
                         guard.verify(self.step)
@@ -719,8 +772,6 @@ class Trainer:
                         stopped = stopped or "interrupted"
                         interrupted_by = stop.signal
                         break
-            if main and not stopped and self.model.can("classify"):
-                self._report_test_accuracy(logger)
         except OSError as e:  # an unwritable run directory, a full disk
             where = f" ({e.filename})" if e.filename else ""
             kept = (f"the checkpoint of step {self.saved_step} in it is intact"

@@ -168,3 +168,23 @@ def test_sample_output_is_checked_before_sampling(run, tmp_path, capsys, monkeyp
     (tmp_path / "new").mkdir()
     assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "new")]) == 0
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_a_two_stage_run_stopped_in_stage_one_resumes_both_stages(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    args = ["--data", "digits", "--image-size", "16", "--batch-size", "8", "--steps", "2",
+            "--stage1-steps", "4", "--set", "model.width=8", "--set", "model.layers=2",
+            "--no-progress", "--set", "train.tensorboard=false", "--set", "train.sample_every=0",
+            "--set", "train.log_every=2"]
+    assert main(["train", "vqvae-prior", *args, "--out", str(tmp_path / "whole")]) == 0
+    assert main(["train", "vqvae-prior", *args, "--out", str(tmp_path / "cut"),
+                 "--set", "train.max_minutes=0.0001"]) == 2
+    assert f"pixgen train vqvae-prior --out {tmp_path / 'cut'} --resume" in \
+        capsys.readouterr().err
+    assert main(["train", "vqvae-prior", "--out", str(tmp_path / "cut"), "--resume",
+                 "--set", "train.max_minutes=null", "--no-progress"]) == 0
+    assert not (tmp_path / "cut" / "config.pending.yaml").exists()
+    for name in ("stage1/model.safetensors", "model.safetensors"):
+        whole, cut = (load_file(tmp_path / r / name) for r in ("whole", "cut"))
+        assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)

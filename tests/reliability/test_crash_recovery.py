@@ -56,6 +56,16 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(reference, tmp
     assert steps == list(range(1, 16))
 
 
+def test_a_damaged_checkpoint_never_becomes_the_fallback(tmp_path):
+    run = tmp_path / "run"
+    train(run, 10)
+    data = (run / "state.pt").read_bytes()
+    (run / "state.pt").write_bytes(data[: len(data) // 2])
+    resume(run, 10)  # back to step 5, then the checkpoint of step 10 replaces the damaged one
+    assert torch.load(run / "state.prev.pt", weights_only=True)["step"] == 5  # not the damage
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == 10
+
+
 def test_both_checkpoints_damaged_is_a_clear_error(tmp_path):
     run = tmp_path / "run"
     train(run, 10)

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 import pixgen
 from conftest import TINY_MODEL_ARGS, tiny_overrides
+from pixgen.config import RunConfig
 from pixgen.errors import CheckpointError, ConfigError, PixgenError, TrainingDiverged
 from pixgen.registry import MODELS
 
@@ -127,6 +128,9 @@ def test_nonfinite_guard_skips_then_stops(tmp_path, monkeypatch):
 def test_bad_values_fail_before_training(tmp_path):
     with pytest.raises(ConfigError, match="train.lr must be positive"):
         _train("vae", tmp_path / "a", 2, overrides={"train.lr": -1})
+    with pytest.raises(ConfigError, match="train.eval_features must be one of classifier, "
+                                          "inception, not 'bogus'"):
+        _train("vae", tmp_path / "a", 2, overrides={"train.eval_features": "bogus"})
     with pytest.raises(ConfigError, match="larger than the dataset"):
         pixgen.train("vae", data="digits", batch_size=128, out=tmp_path / "b",
                      overrides=tiny_overrides(**{"data.num_images": 64}), progress=False)
@@ -152,6 +156,77 @@ def test_time_limit_saves_a_resumable_checkpoint(tmp_path, capsys):
     resumed = pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False,
                            overrides={"train.max_minutes": None})
     assert not resumed.stopped_early and resumed.meta["training"]["steps"] == 3
+    # config.yaml says what the run now is: a plain --resume goes on without the limit
+    saved = RunConfig.from_yaml(tmp_path / "r" / "config.yaml")
+    assert saved.train.steps == 3 and saved.train.max_minutes is None
+
+
+def test_the_api_leaves_the_callers_config_alone(tmp_path):
+    cfg = RunConfig(model="gan-mlp")
+    cfg.data.spec, cfg.data.image_size, cfg.train.steps = "digits", 16, 1
+    cfg.model_args.update(TINY_MODEL_ARGS["gan-mlp"])
+    for run in ("a", "b"):  # the same config twice, each to its own run
+        pixgen.train(config=cfg, out=tmp_path / run, progress=False,
+                     overrides=tiny_overrides())
+    assert cfg.out is None and cfg.train.steps == 1
+
+
+def test_a_classifier_logs_its_accuracy_in_the_last_line(tmp_path):
+    pixgen.train("classifier", data="digits", steps=2, batch_size=16, image_size=16,
+                 out=tmp_path / "c", progress=False, overrides=tiny_overrides(),
+                 width=8, feature_dim=16)
+    pixgen.train(out=tmp_path / "c", resume=True, progress=False)  # already done
+    lines = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2]
+    assert "model/loss" in lines[0] and "test/accuracy" in lines[0]
+
+
+def test_a_stop_between_log_steps_resumes_logs_and_counts_exactly(tmp_path, monkeypatch):
+    """SIGTERM at step 5 (log steps 3, 6): the checkpoint keeps the log window's sums, the
+    non-finite counts and the diagnostics, so the resumed run logs what an uninterrupted one
+    does, in metrics.jsonl and TensorBoard (whose step-3 events must survive the resume)."""
+    import importlib
+    import os
+    import signal
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cls = MODELS.get("gan-mlp")
+    original = cls.training_losses
+
+    def poisoned(self, batch, step):  # non-finite at steps 1 and 4: skipped, counted
+        for group, loss, logs in original(self, batch, step):
+            yield group, loss * float("nan") if step in (1, 4) else loss, logs
+
+    monkeypatch.setattr(cls, "training_losses", poisoned)
+    over = {"train.log_every": 3, "train.tensorboard": True, "train.max_nonfinite": 3}
+    _train("gan-mlp", tmp_path / "whole", 6, overrides=over)
+    trainer = importlib.import_module("pixgen.train.trainer")
+    real_step = trainer.train_step
+
+    def stop_after_step_5(model, batch, step, **kw):
+        out = real_step(model, batch, step, **kw)
+        if step == 4:  # the 5th step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(trainer, "train_step", stop_after_step_5)
+    assert _train("gan-mlp", tmp_path / "cut", 6, overrides=over).interrupted_by == \
+        signal.SIGTERM
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    pixgen.train(out=tmp_path / "cut", resume=True, progress=False)
+
+    def logged(run):
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in x.items() if k not in ("images_per_s", "seconds")}
+                for x in lines]
+
+    whole, cut = logged(tmp_path / "whole"), logged(tmp_path / "cut")
+    assert [x["step"] for x in cut] == [3, 6] and [x["skipped_steps"] for x in cut] == [1, 2]
+    assert cut == whole
+    events = [EventAccumulator(str(run)).Reload() for run in (tmp_path / "whole",
+                                                              tmp_path / "cut")]
+    assert [[e.step for e in acc.Scalars("disc/loss")] for acc in events] == [[3, 6]] * 2
 
 
 @pytest.mark.parametrize("name,setting", [("diffusion", True), ("dcgan", False),
