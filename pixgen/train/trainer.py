@@ -479,6 +479,24 @@ class Trainer:
                                   f"model and settings ({why}); was config.yaml edited or "
                                   f"replaced? Restore it, or start a new run") from None
         self._warn_if_environment_changed(state)
+        self._warn_if_config_edited(state.get("config"))
+
+    def _warn_if_config_edited(self, saved: dict[str, Any] | None) -> None:
+        """config.yaml is the run's record; a key changed there by hand since the checkpoint
+        (other than those --resume may change) is said, not taken silently."""
+        from pixgen.api import RESUMABLE_KEYS, _flat_diff, _get
+
+        if not saved or not self.is_main:
+            return
+        now = self.cfg.to_dict()
+        try:
+            edited = [k for k in _flat_diff(saved, now) if k not in RESUMABLE_KEYS]
+            shown = [f"{k} {_get(saved, k)!r} -> {_get(now, k)!r}" for k in edited[:3]]
+        except (KeyError, AttributeError, TypeError):  # a checkpoint of an older layout
+            return
+        if shown:
+            progress_write(f"pixgen: warning: config.yaml differs from the checkpoint's "
+                           f"settings ({'; '.join(shown)}); the run goes on with config.yaml's")
 
     def _best_saved(self) -> float:
         """The FID of best/, which evaluations after the last checkpoint may have improved

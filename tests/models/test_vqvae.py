@@ -124,7 +124,7 @@ def test_a_stage_one_that_stops_early_stops_the_command(tmp_path):
                      batch_size=16, image_size=16, out=tmp_path / "both", progress=False,
                      overrides=tiny_overrides(**{"train.max_minutes": 1e-4}),
                      vqvae=TINY_VQ, **TINY_PRIOR)
-    assert f"pixgen train vqvae --out {tmp_path / 'both' / 'stage1'} --resume" in str(e.value)
+    assert f"pixgen train vqvae-prior --out {tmp_path / 'both'} --resume" in str(e.value)
     assert e.value.signal is None  # the time limit, not a signal: exit status 2
     assert (tmp_path / "both" / "stage1" / "state.pt").exists()
     assert not (tmp_path / "both" / "model.safetensors").exists()

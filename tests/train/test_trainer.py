@@ -38,6 +38,16 @@ def test_resume_equals_uninterrupted(name, tmp_path):
     assert [x["step"] for x in lines] == [2, 4, 6, 8, 10]
 
 
+def test_a_hand_edited_config_is_said_on_resume(tmp_path, capsys):
+    _train("vae", tmp_path / "r", 2)
+    path = tmp_path / "r" / "config.yaml"
+    assert "  lr: null\n" in path.read_text()
+    path.write_text(path.read_text().replace("  lr: null\n", "  lr: 0.0001\n"))
+    pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False)
+    assert "config.yaml differs from the checkpoint's settings (train.lr None -> 0.0001)" \
+        in capsys.readouterr().out
+
+
 def test_resume_refuses_changed_settings(tmp_path):
     _train("gan-mlp", tmp_path / "r", 2)
     with pytest.raises(ConfigError, match="cannot change train.batch_size"):
