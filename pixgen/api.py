@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 import inspect
 from dataclasses import replace
 from pathlib import Path
@@ -127,8 +126,8 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
             raise ConfigError("--config does not go with --resume: a run resumes with its own "
                               "config.yaml (change what may change with --set)")
         if stage1_steps is not None:
-            raise ConfigError("--stage1-steps does not go with --resume: resume a stopped "
-                              "stage one in its own folder, OUT/stage1")
+            raise ConfigError("--stage1-steps does not go with --resume: a stopped stage one "
+                              "resumes to the steps it was started with")
         run_dir = Path(out).expanduser()
         if not (run_dir / ckpt.STATE).exists() and (run_dir / PENDING_CONFIG).is_file():
             # a two-stage run that stopped in stage one: finish it, then start the prior
@@ -254,9 +253,10 @@ def _report_bad_images(run_dir: Path, skipped: list[tuple[str, str]]) -> None:
 def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress: bool) -> Path:
     """Train the stage-one model of a two-stage model (a vqvae under a vqvae-prior) into
     ``run_dir/stage1``, with the same data and seed."""
+    from pixgen.utils import distributed
+
     cls = MODELS.get(cfg.model)
     out = run_dir / "stage1"
-    from pixgen.utils import distributed
 
     def remember() -> None:  # what --resume needs to finish stage one and start the prior
         run_dir.mkdir(parents=True, exist_ok=True)
