@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from pixgen.config import RunConfig, check_config, set_key, validate_model_args
+from pixgen.config import (RESUMABLE_KEYS, RunConfig, changed_keys, check_config,
+                           dotted_value, set_key, validate_model_args)
 from pixgen.data.base import bad_image_policy, write_bad_image_report
 from pixgen.errors import CheckpointError, ConfigError, StageOneStopped
 from pixgen.models.base import ModelArgsError, PixgenModel
@@ -21,11 +22,6 @@ from pixgen.train import checkpoint as ckpt
 #: a two-stage run's settings, written before its stage one, so --resume can finish both
 PENDING_CONFIG = "config.pending.yaml"
 
-# Keys that may change when a run is resumed; everything else must match the saved run.
-RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
-                  "train.num_samples", "train.tensorboard", "train.max_nonfinite",
-                  "train.max_minutes", "train.eval_every", "train.eval_n", "device",
-                  "out", "train.grad_accum", "train.compile", "data.on_bad_image"}
 BAD_IMAGES_REPORT = "bad-images.txt"
 
 
@@ -44,34 +40,14 @@ def build_config(settings: dict[str, Any], *, base: RunConfig | None = None,
         set_key(cfg, key, value, source="--set" if "." in key else "option")
     if resume:
         after = cfg.to_dict()
-        changed = [k for k in _flat_diff(before, after) if k not in RESUMABLE_KEYS]
+        changed = [k for k in changed_keys(before, after) if k not in RESUMABLE_KEYS]
         if changed:
             k = changed[0]
             raise ConfigError(f"cannot change {k} when resuming (saved run has "
-                              f"{_get(before, k)!r}, got {_get(after, k)!r}); only "
+                              f"{dotted_value(before, k)!r}, got "
+                              f"{dotted_value(after, k)!r}); only "
                               f"{', '.join(sorted(RESUMABLE_KEYS))} may change")
     return cfg
-
-
-def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k != "model_args":
-            keys += _flat_diff(va, vb, f"{prefix}{k}.")
-        elif k == "model_args" and va != vb:
-            keys += [f"model.{m}" for m in sorted(set(va) | set(vb)) if va.get(m) != vb.get(m)]
-        elif va != vb:
-            keys.append(prefix + k)
-    return keys
-
-
-def _get(d: dict[str, Any], dotted: str) -> Any:
-    if dotted.startswith("model."):
-        return d["model_args"].get(dotted[6:])
-    for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
-    return d
 
 
 def train(model: str | None = None, *, data: str | None = None, steps: int | None = None,

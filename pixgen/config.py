@@ -393,3 +393,34 @@ def check_config(cfg: RunConfig) -> None:
     if t.eval_features not in FEATURES:  # before training, not at the first evaluation
         raise ConfigError(f"train.eval_features must be one of {', '.join(FEATURES.names())}, "
                           f"not {t.eval_features!r}")
+
+
+# Keys that may change when a run is resumed; everything else must match the saved run.
+RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
+                  "train.num_samples", "train.tensorboard", "train.max_nonfinite",
+                  "train.max_minutes", "train.eval_every", "train.eval_n", "device",
+                  "out", "train.grad_accum", "train.compile", "data.on_bad_image"}
+
+
+def changed_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys ("train.lr", "model.beta") whose values differ between two
+    :meth:`RunConfig.to_dict` results."""
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "model_args":
+            keys += changed_keys(va, vb, f"{prefix}{k}.")
+        elif k == "model_args" and va != vb:
+            keys += [f"model.{m}" for m in sorted(set(va) | set(vb)) if va.get(m) != vb.get(m)]
+        elif va != vb:
+            keys.append(prefix + k)
+    return keys
+
+
+def dotted_value(d: dict[str, Any], dotted: str) -> Any:
+    """The value of a dotted key in a :meth:`RunConfig.to_dict` result."""
+    if dotted.startswith("model."):
+        return d["model_args"].get(dotted[6:])
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d

@@ -21,7 +21,8 @@ import torch
 from pixgen.utils.progress import progress_bar
 from pixgen.utils.progress import write as progress_write
 
-from pixgen.config import RunConfig, check_config, validate_model_args
+from pixgen.config import (RESUMABLE_KEYS, RunConfig, changed_keys, check_config,
+                           dotted_value, validate_model_args)
 from pixgen.data import load_dataset
 from pixgen.data.base import ImageData
 from pixgen.data.batcher import DeviceBatcher
@@ -484,14 +485,13 @@ class Trainer:
     def _warn_if_config_edited(self, saved: dict[str, Any] | None) -> None:
         """config.yaml is the run's record; a key changed there by hand since the checkpoint
         (other than those --resume may change) is said, not taken silently."""
-        from pixgen.api import RESUMABLE_KEYS, _flat_diff, _get
-
         if not saved or not self.is_main:
             return
         now = self.cfg.to_dict()
         try:
-            edited = [k for k in _flat_diff(saved, now) if k not in RESUMABLE_KEYS]
-            shown = [f"{k} {_get(saved, k)!r} -> {_get(now, k)!r}" for k in edited[:3]]
+            edited = [k for k in changed_keys(saved, now) if k not in RESUMABLE_KEYS]
+            shown = [f"{k} {dotted_value(saved, k)!r} -> {dotted_value(now, k)!r}"
+                     for k in edited[:3]]
         except (KeyError, AttributeError, TypeError):  # a checkpoint of an older layout
             return
         if shown:

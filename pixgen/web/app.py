@@ -50,9 +50,11 @@ def _upload(component: Any) -> Any:
         except gr.Error:
             raise
         except Exception as e:  # noqa: BLE001 - PIL raises many types on bad files
-            why = ("it has too many pixels (over "
-                   f"{backend.MAX_UPLOAD_PIXELS:,})" if "decompression" in str(e).lower()
-                   else "it is not an image file that can be read")
+            from PIL import Image
+
+            bomb = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+            why = (f"it has too many pixels (over {backend.MAX_UPLOAD_PIXELS:,})"
+                   if isinstance(e, bomb) else "it is not an image file that can be read")
             raise gr.Error(f"cannot read the uploaded image: {why}", print_exception=False
                            ) from None
 
