@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -250,11 +252,24 @@ def _train_stage_one(cfg: RunConfig, run_dir: Path, steps: int | None, progress:
     if is_main():
         print(f"{cfg.model}: stage one, training {cls.stage_one} into {out} (then the prior; "
               f"or start from a finished {cls.stage_one} run with --from RUN)")
-    first = train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps, out=out,
-                  seed=cfg.seed, device=cfg.device, overrides=overrides, progress=progress,
-                  **cls.stage_one_args(cfg.model_args))
+    with _resumed_as(cfg.model, run_dir):
+        first = train(cls.stage_one, data=cfg.data.spec, steps=steps or cfg.train.steps,
+                      out=out, seed=cfg.seed, device=cfg.device, overrides=overrides,
+                      progress=progress, **cls.stage_one_args(cfg.model_args))
     _check_stage_one_finished(cfg, first, run_dir)
     return out
+
+
+@contextlib.contextmanager
+def _resumed_as(model: str, run_dir: Path) -> Iterator[None]:
+    """Inside the block, a stopped trainer names the two-stage run's resume command."""
+    from pixgen.train.trainer import RESUME_COMMAND
+
+    token = RESUME_COMMAND.set(f"pixgen train {model} --out {run_dir} --resume")
+    try:
+        yield
+    finally:
+        RESUME_COMMAND.reset(token)
 
 
 def _check_stage_one_finished(cfg: RunConfig, first: PixgenModel, run_dir: Path) -> None:
@@ -279,7 +294,9 @@ def _finish_stage_one(cfg: RunConfig, run_dir: Path, progress: bool,
                               f"{run_dir} and start again")
     given = {k: v for k, v in settings.items()
              if k in RESUMABLE_KEYS and k not in ("train.steps", "out")}
-    first = train(cls.stage_one, out=stage1, resume=True, progress=progress, overrides=given)
+    with _resumed_as(cfg.model, run_dir):
+        first = train(cls.stage_one, out=stage1, resume=True, progress=progress,
+                      overrides=given)
     _check_stage_one_finished(cfg, first, run_dir)
     cfg.train.init_from = str(stage1.resolve())
     given = {f"model.{k}": v for k, v in cfg.model_args.items()}

@@ -106,7 +106,8 @@ class DatasetFactory(Protocol):
     """A registered dataset: builds one split at (or near) the requested size.
 
     Factories with the attribute ``procedural = True`` also take ``num_images``; those with
-    ``reads_image_files = True`` take ``on_bad_image`` ("fail" or "skip").
+    ``reads_image_files = True`` take ``on_bad_image`` ("fail" or "skip") and
+    ``num_images`` (they decode only the first N readable files).
     """
 
     def __call__(self, arg: str | None, *, split: str, image_size: int | None,
@@ -195,6 +196,7 @@ def load_dataset(spec: str, *, split: str = "train", image_size: int | None = No
         kwargs["num_images"] = num_images
     if getattr(factory, "reads_image_files", False):
         kwargs["on_bad_image"] = policy
+        kwargs["num_images"] = num_images
     data = factory(arg, split=split, image_size=image_size, data_dir=root, download=download,
                    **kwargs)
     collector = _SKIPPED.get()

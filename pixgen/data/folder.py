@@ -167,6 +167,7 @@ def decode_images(paths: list[Path], *, size: int, on_bad_image: str = "fail",
             over PIL's decompression-bomb limit), unless they are skipped.
     """
     n = len(paths)
+    _check_memory(n, size)
     out = np.empty((n, 3, size, size), np.uint8)
     gray = np.zeros(n, bool)
 
@@ -195,6 +196,33 @@ def decode_images(paths: list[Path], *, size: int, on_bad_image: str = "fail",
     if n and gray.all():
         return torch.from_numpy(np.ascontiguousarray(out[:, :1]))
     return torch.from_numpy(out)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux: MemAvailable), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # elsewhere: the physical memory, an upper bound
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(n: int, size: int) -> None:
+    """Refuse to decode ``n`` images at ``size`` px when their array cannot fit in memory
+    (it would be killed by the out-of-memory killer half way, after minutes of decoding)."""
+    need = n * 3 * size * size
+    free = _available_memory() if need > 1 << 28 else None  # only ask beyond 256 MiB
+    if free is not None and need > free:
+        raise DataError(f"decoding {n:,} images at {size}x{size} px needs "
+                        f"{need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is free; "
+                        "use a smaller image size (--image-size) or fewer images "
+                        "(--set data.num_images=N decodes only the first N)")
 
 
 def read_image(path: str | Path, *, name: str | None = None) -> np.ndarray:
@@ -320,15 +348,18 @@ def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
     return folders[split], other
 
 
-def _labels(rel_parts: list[tuple[str, ...]],
-            other_parts: list[tuple[str, ...]]) -> tuple[torch.Tensor | None, list[str]]:
+def _labels(rel_parts: list[tuple[str, ...]], other_parts: list[tuple[str, ...]],
+            unread_parts: list[tuple[str, ...]] = ()) -> tuple[torch.Tensor | None, list[str]]:
     """Labels from first-level subfolders, None when any image sits at the top level.
 
     Classes are named from both splits, so a class missing from one keeps its label.
+    ``unread_parts`` are files of this split left undecoded (past ``num_images``): they
+    count for the layout and the class names as if read.
     """
-    if any(len(parts) == 1 for parts in rel_parts):
+    if any(len(parts) == 1 for parts in [*rel_parts, *unread_parts]):
         return None, []
-    names = sorted({p[0] for p in rel_parts} | {p[0] for p in other_parts if len(p) > 1})
+    names = sorted({p[0] for p in [*rel_parts, *unread_parts]}
+                   | {p[0] for p in other_parts if len(p) > 1})
     index = {name: k for k, name in enumerate(names)}
     return torch.tensor([index[p[0]] for p in rel_parts], dtype=torch.int64), names
 
@@ -355,24 +386,44 @@ def _no_images_message(folder: Path) -> str:
 
 
 def _decode_or_skip(paths: list[Path], folder: Path, *, size: int, on_bad_image: str,
-                    skipped: list[tuple[str, str]]) -> tuple[torch.Tensor, list[Path]]:
-    """Decode ``paths`` under the bad-image policy: the images and the files they came from."""
+                    skipped: list[tuple[str, str]],
+                    limit: int | None = None) -> tuple[torch.Tensor, list[Path]]:
+    """Decode ``paths`` under the bad-image policy: the images and the files they came from.
+
+    With ``limit``, only the first ``limit`` readable files are decoded (in order), so a
+    small ``num_images`` of a large folder does not decode all of it.
+    """
     before = len(skipped)
-    images = decode_images(paths, size=size, on_bad_image=on_bad_image, skipped=skipped)
-    bad = {p for p, _ in skipped[before:]}
-    if not bad:
-        return images, paths
+    if limit is None or limit >= len(paths):
+        images = decode_images(paths, size=size, on_bad_image=on_bad_image, skipped=skipped)
+        bad = {p for p, _ in skipped[before:]}
+        kept = [p for p in paths if str(p) not in bad] if bad else paths
+    else:
+        chunks: list[torch.Tensor] = []
+        kept, start = [], 0
+        while len(kept) < limit and start < len(paths):
+            chunk = paths[start:start + limit - len(kept)]
+            start += len(chunk)
+            mark = len(skipped)
+            chunks.append(decode_images(chunk, size=size, on_bad_image=on_bad_image,
+                                        skipped=skipped))
+            bad = {p for p, _ in skipped[mark:]}
+            kept += [p for p in chunk if str(p) not in bad]
+        if len({c.shape[1] for c in chunks}) > 1:  # grayscale and colour chunks: all RGB
+            chunks = [c.expand(-1, 3, -1, -1) for c in chunks]
+        images = torch.cat(chunks).contiguous() if len(chunks) > 1 else chunks[0]
     if len(images) == 0:
         path, reason = skipped[before]
         raise DataError(f"none of the {len(paths)} image files in {folder} can be read (e.g. "
                         f"{path}: {reason})")
-    return images, [p for p in paths if str(p) not in bad]
+    return images, kept
 
 
 @DATASETS.register("folder", help="your images: folder:PATH (class subfolders give labels, "
                    "train/ and test/ (or val/) subfolders give splits; default 64px)")
 def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
-                download: bool, on_bad_image: str = "fail") -> ImageData:
+                download: bool, on_bad_image: str = "fail",
+                num_images: int | None = None) -> ImageData:
     if not arg:
         raise ConfigError("dataset 'folder' needs a path: folder:PATH (e.g. folder:~/pictures)")
     root = Path(arg).expanduser()
@@ -386,12 +437,17 @@ def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir
         raise DataError(_no_images_message(folder))
     skipped: list[tuple[str, str]] = []
     images, kept = _decode_or_skip(paths, folder, size=image_size or DEFAULT_SIZE,
-                                   on_bad_image=on_bad_image, skipped=skipped)
+                                   on_bad_image=on_bad_image, skipped=skipped,
+                                   limit=num_images)
     # Class names come from every file found (skipped ones too) and the other split, so
-    # labels do not shift when files are skipped; the layout is judged by readable files.
+    # labels do not shift when files are skipped or left unread; the layout is judged by
+    # readable files and those not tried.
     other_parts = [p.relative_to(other).parts for p in scan_images(other)] if other else []
     other_parts += [Path(p).relative_to(folder).parts for p, _ in skipped]
-    labels, class_names = _labels([p.relative_to(folder).parts for p in kept], other_parts)
+    tried = set(kept) | {Path(p) for p, _ in skipped}
+    unread = [p.relative_to(folder).parts for p in paths if p not in tried]
+    labels, class_names = _labels([p.relative_to(folder).parts for p in kept], other_parts,
+                                  unread)
     return ImageData(images, labels, class_names, f"folder:{arg}", skipped=skipped)
 
 
@@ -401,7 +457,8 @@ load_folder.reads_image_files = True  # type: ignore[attr-defined]
 @DATASETS.register("unpaired", help="two unpaired image domains: unpaired:PATH with the "
                    "CycleGAN layout trainA/ trainB/ testA/ testB/ (default 64px)")
 def load_unpaired(arg: str | None, *, split: str, image_size: int | None, data_dir: Path,
-                  download: bool, on_bad_image: str = "fail") -> ImageData:
+                  download: bool, on_bad_image: str = "fail",
+                  num_images: int | None = None) -> ImageData:
     """Domain A as ``images`` and domain B as ``images_b`` of one split (unlabelled)."""
     if not arg:
         raise ConfigError("dataset 'unpaired' needs a path: unpaired:PATH, a folder with "
@@ -422,7 +479,8 @@ def load_unpaired(arg: str | None, *, split: str, image_size: int | None, data_d
         if not paths:
             raise DataError(_no_images_message(folder))
         domains.append(_decode_or_skip(paths, folder, size=image_size or DEFAULT_SIZE,
-                                       on_bad_image=on_bad_image, skipped=skipped)[0])
+                                       on_bad_image=on_bad_image, skipped=skipped,
+                                       limit=num_images)[0])
     a, b = domains
     if a.shape[1] != b.shape[1]:  # one grayscale domain, one colour: both in RGB
         a, b = a.expand(-1, 3, -1, -1).contiguous(), b.expand(-1, 3, -1, -1).contiguous()

@@ -8,6 +8,7 @@ backward (with accumulation), gradient clipping, the non-finite guard, the optim
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import json
 import math
@@ -39,6 +40,12 @@ from pixgen.utils import distributed
 from pixgen.utils.images import make_grid, save_image
 
 CONFIG_YAML = "config.yaml"
+
+#: The command that resumes the run being trained, when it is not the trainer's own
+#: "pixgen train MODEL --out DIR --resume" (the stage one inside a two-stage run is resumed
+#: through the two-stage run); the trainer names it when it stops early.
+RESUME_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pixgen_resume_command", default=None)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -797,8 +804,8 @@ class Trainer:
             raise CheckpointError(
                 f"cannot write to the run directory {self.run_dir}: "
                 f"{e.strerror or e}{where}. Nothing already saved was lost: {kept}. Free "
-                f"some space or fix the folder's permissions, then resume with: pixgen "
-                f"train {self.cfg.model} --out {self.run_dir} --resume") from None
+                f"some space or fix the folder's permissions, then resume with: "
+                f"{self._resume_command()}") from None
         finally:
             bar.close()
             with contextlib.suppress(OSError):  # the error above says why
@@ -806,13 +813,17 @@ class Trainer:
         distributed.barrier()  # rank 0 has written the checkpoint the others load
         if stopped and main:
             print(f"pixgen: {stopped}: stopped at step {self.step} of {t.steps}; checkpoint "
-                  f"saved in {self.run_dir}. Resume with: pixgen train {self.cfg.model} --out "
-                  f"{self.run_dir} --resume")
+                  f"saved in {self.run_dir}. Resume with: {self._resume_command()}")
         model = ckpt.load_model(self.run_dir, device=self.device)
         model.stopped_early = bool(stopped)
         # a signal (not the time limit, a planned stop): the CLI exits 128 + its number
         model.interrupted_by = interrupted_by if stopped else None
         return model
+
+
+    def _resume_command(self) -> str:
+        return (RESUME_COMMAND.get()
+                or f"pixgen train {self.cfg.model} --out {self.run_dir} --resume")
 
 
 def _first_mismatch(e: Exception) -> str:

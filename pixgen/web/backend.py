@@ -312,7 +312,8 @@ def builtin_examples(runs: Runs, name: str) -> list[tuple[str, np.ndarray]]:
         if spec:
             try:
                 ds = load_dataset(spec, split="test", image_size=model.config["image_size"],
-                                  channels=model.config["channels"], download=False)
+                                  channels=model.config["channels"], download=False,
+                                  num_images=BUILTIN_EXAMPLES)
                 k = max(1, EXAMPLE_DISPLAY_SIZE // model.config["image_size"])
                 for i in range(min(BUILTIN_EXAMPLES, len(ds.images))):
                     img = to_display(ds.images[i:i + 1], padding=0)

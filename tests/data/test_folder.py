@@ -318,3 +318,48 @@ def test_several_bad_files_are_listed(tmp_path):
     assert str(e.value) == (f"cannot read 4 images: {tmp_path / 'a.png'} (the file is empty), "
                             f"{tmp_path / 'b.png'} (the file is empty), {tmp_path / 'c.png'} (the "
                             "file is empty) and 1 more; remove or replace them")
+
+
+def test_num_images_decodes_only_the_first_readable_files(tmp_path, monkeypatch):
+    arrays = {f"{c}/{k}.png": rgb(10 * i + k) for i, c in enumerate("abc") for k in range(3)}
+    for rel, arr in arrays.items():
+        save(tmp_path / rel, arr)
+    (tmp_path / "a" / "1.png").write_bytes(b"broken")  # the second file cannot be read
+    save(tmp_path / "b" / "1.png", np.full((16, 16), 7, np.uint8))  # a grayscale one
+    decoded: list[int] = []
+    real = folder_mod.decode_images
+    monkeypatch.setattr(folder_mod, "decode_images",
+                        lambda paths, **kw: decoded.append(len(paths)) or real(paths, **kw))
+    data = load_dataset("folder:" + str(tmp_path), image_size=16, num_images=4,
+                        on_bad_image="skip")
+    assert sum(decoded) == 5  # four readable files and the broken one, not all nine
+    order = ["a/0.png", "a/2.png", "b/0.png", "b/1.png"]
+    assert data.labels.tolist() == [0, 0, 1, 1]
+    assert data.class_names == ["a", "b", "c"]  # the unread class keeps its label
+    assert data.images.shape == (4, 3, 16, 16)
+    for img, rel in zip(data.images[:3], order):
+        assert torch.equal(img, torch.from_numpy(arrays[rel].transpose(2, 0, 1)))
+    assert (data.images[3] == 7).all()  # grayscale expanded to RGB beside colour ones
+    assert [Path(p).name for p, _ in data.skipped] == ["1.png"]
+    # The same images as decoding everything and keeping the first four.
+    monkeypatch.setattr(folder_mod, "decode_images", real)
+    whole = load_dataset("folder:" + str(tmp_path), image_size=16, on_bad_image="skip")
+    assert torch.equal(whole.images[:4], data.images)
+
+
+def test_unread_top_level_file_still_makes_the_data_unlabelled(tmp_path):
+    save(tmp_path / "cls" / "x.png", rgb(0))
+    save(tmp_path / "z.png", rgb(1))  # sorted after cls/x.png, past num_images=1
+    data = load_dataset("folder:" + str(tmp_path), image_size=16, num_images=1)
+    assert len(data) == 1 and data.labels is None
+
+
+def test_a_folder_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    for k in range(3):
+        save(tmp_path / f"{k}.png", rgb(k))
+    monkeypatch.setattr(folder_mod, "_available_memory", lambda: 2**27)
+    monkeypatch.setattr(folder_mod, "_decode_each",
+                        lambda *a: pytest.fail("decoded a set that cannot fit"))
+    with pytest.raises(DataError, match=r"decoding 3 images at 8192x8192 px needs 0\.6 GiB "
+                       r"of memory and 0\.1 GiB is free; .*--image-size.*data\.num_images"):
+        folder_mod.decode_images(folder_mod.scan_images(tmp_path), size=8192)

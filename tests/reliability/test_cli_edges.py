@@ -138,7 +138,11 @@ def test_the_first_stage_of_a_two_stage_model_must_finish(tmp_path, capsys):
                  "--set", "train.max_minutes=0.0001", "--set", "model.width=8",
                  "--set", "model.layers=2", "--no-progress", "--out", str(tmp_path / "p"),
                  "--set", "train.tensorboard=false", "--set", "train.sample_every=0"]) == 2
-    assert "stage one stopped early" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "stage one stopped early" in err
+    # the stage one's own stop line names the two-stage run's resume, not OUT/stage1's
+    assert f"Resume with: pixgen train vqvae-prior --out {tmp_path / 'p'} --resume" in out
+    assert "stage1 --resume" not in out + err
 
     # --stage1-steps only where a stage one is trained
     assert main(["train", "dcgan", "--stage1-steps", "5", *TINY]) == 2

@@ -156,6 +156,32 @@ def test_builtin_examples_read_back_exactly(runs):
     assert examples[2][1].shape[0] >= 128 and torch.equal(back[0], test.images[2])
 
 
+def test_builtin_examples_of_a_folder_decode_only_what_is_shown(runs, tmp_path,
+                                                               monkeypatch):
+    from PIL import Image
+
+    from pixgen.data import folder
+
+    for split in ("train", "test"):
+        for k in range(3 * backend.BUILTIN_EXAMPLES):
+            (tmp_path / split).mkdir(exist_ok=True)
+            Image.new("L", (8, 8), k).save(tmp_path / split / f"{k:02d}.png")
+    decoded = []
+    real = folder.decode_images
+    monkeypatch.setattr(folder, "decode_images",
+                        lambda paths, **kw: decoded.extend(paths) or real(paths, **kw))
+    run = runs.get("vae-digits")
+    saved = run.model.meta["data"]["spec"], run._examples
+    try:
+        run.model.meta["data"]["spec"], run._examples = f"folder:{tmp_path}", None
+        examples = backend.builtin_examples(runs, "vae-digits")
+    finally:
+        run.model.meta["data"]["spec"], run._examples = saved
+    assert len(examples) == len(decoded) == backend.BUILTIN_EXAMPLES
+    assert {p.parent.name for p in decoded} == {"test"}
+    assert examples[3][1][0, 0].tolist() == [3, 3, 3]
+
+
 def test_inpaint_fills_the_drawn_pixels_only(runs):
     examples = backend.builtin_examples(runs, "vae-digits")
     img = examples[0][1]
