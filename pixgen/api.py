@@ -80,7 +80,8 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         overrides: dotted keys, as `--set` takes them: {"train.lr": 1e-4, "data.hflip": True}.
         progress: show a progress bar.
         from_run: a finished run to start from: the same model (fine-tuning), or the
-            stage-one model of a two-stage model (a vqvae run for "vqvae-prior").
+            stage-one model of a two-stage model (a vqvae run for "vqvae-prior"). Its
+            dataset, image size and channels are used unless given.
         stage1_steps: a two-stage model trained without ``from_run`` first trains its stage
             one into ``<out>/stage1`` for this many steps (default: ``steps``).
         **model_args: the model's constructor arguments, e.g. ``beta=4.0`` for "vae".
@@ -129,6 +130,8 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         check_config(cfg)
         validate_model_args(MODELS.get(cfg.model), cfg.model_args)
         _check_stage1_steps(cfg, stage1_steps)
+        if cfg.train.init_from and "data.spec" not in settings and config is None:
+            _take_data_from_run(cfg)  # before the run directory is named after it
         distributed.setup(cfg.device)
         dataset = cfg.data.spec.partition(":")[0]
 
@@ -304,6 +307,15 @@ def _finish_stage_one(cfg: RunConfig, run_dir: Path, progress: bool,
                   if (v := getattr(cfg.data, k)) is not None})
     _take_settings_from_run(cfg, cls, given)
     _dry_run_model(cfg)
+
+
+def _take_data_from_run(cfg: RunConfig) -> None:
+    """``--from RUN`` without ``--data``: train on RUN's dataset (a vqvae-prior's codes were
+    learnt on it; a fine-tuned model goes on with it)."""
+    source = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
+    spec = (ckpt.read_model_config(ckpt.find_weights(source)).get("data") or {}).get("spec")
+    if spec:
+        cfg.data.spec = spec
 
 
 def _take_settings_from_run(cfg: RunConfig, cls: type, settings: dict[str, Any]) -> None:

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--from", dest="from_run", default=None, metavar="RUN",
                    help="start from a finished run: the same model to fine-tune it, or a "
-                   "vqvae run for vqvae-prior")
+                   "vqvae run for vqvae-prior (its dataset and image size, unless given)")
     p.add_argument("--stage1-steps", type=int, default=None, metavar="N",
                    help="two-stage models (vqvae-prior) without --from: steps of stage one, "
                    "trained into OUT/stage1 first (default: --steps)")
@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score samples (FID, KID, precision/recall...) every N steps and keep "
                    "the best checkpoint by FID in best/ (default: 0, off)")
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
-                   help="auto = bf16 autocast on CUDA, fp32 elsewhere (config key "
-                   "train.precision)")
+                   help="auto = bf16 autocast on CUDA, fp32 elsewhere (default: auto; "
+                   "config key train.precision)")
     p.add_argument("--compile", action="store_true", default=None,
                    help="wrap the model's networks in torch.compile (slower first steps; "
                    "config key train.compile)")
@@ -706,10 +706,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from pixgen.apps.interpolate import save_interpolation
 
     model = pixgen.load(args.run, device=args.device or "auto")
-    model.require("latent", "pixgen interpolate")
     images = None
-    if args.images:
-        model.require("encode", "pixgen interpolate --images")
+    if not args.images:
+        model.require("latent", "pixgen interpolate")
+    else:
+        if not (model.can("latent") and model.can("encode")):
+            from pixgen.models.base import models_with
+
+            raise ConfigError(f"pixgen interpolate --images needs a model that encodes images "
+                              f"into its latent space; {model.name!r} does not (models that "
+                              f"do: {', '.join(models_with('latent', 'encode'))})")
         import torch
 
         from pixgen.apps.translate import read_inputs

@@ -79,8 +79,9 @@ class TrainConfig:
         compile: wrap the model's networks with torch.compile.
         channels_last: train on channels-last tensors (true) or contiguous NCHW ones (false);
             None uses the model's preference, measured on a CPU (channels-last for the GANs,
-            VAE, VQ-VAE and PixelCNN; NCHW for diffusion, CycleGAN, Glow and the SR models,
-            whose group/instance norms and channel slicing run slower channels-last).
+            VAE, VQ-VAE, PixelCNN and srresnet; NCHW for diffusion and diffusion-sr,
+            CycleGAN and Glow, whose group/instance norms and channel slicing run slower
+            channels-last).
         log_every: steps between logged metrics (metrics.jsonl, TensorBoard, progress bar).
         sample_every: steps between sample grids in samples/; 0 disables.
         ckpt_every: steps between checkpoints; 0 saves only at the end.
@@ -94,6 +95,9 @@ class TrainConfig:
             in best/; 0 disables.
         eval_n: generated images per evaluation during training.
         eval_features: feature extractor of those evaluations ("classifier", "inception").
+        eval_split: the real images those evaluations compare with: "test" (held out), or
+            "train" for data without a test split (scores against training images favour a
+            model that memorises them).
         tensorboard: write TensorBoard event files.
         init_from: a finished run whose weights a new run starts from (`--from RUN`): the
             same model to fine-tune it, or the stage-one model a two-stage model builds on
@@ -124,6 +128,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_n: int = 2000
     eval_features: str = "classifier"
+    eval_split: str = "test"
     tensorboard: bool = True
     init_from: str | None = None
 
@@ -382,6 +387,8 @@ def check_config(cfg: RunConfig) -> None:
         (t.max_nonfinite >= 1, f"train.max_nonfinite must be at least 1, not {t.max_nonfinite}"),
         (t.eval_every >= 0, f"train.eval_every must be >= 0, not {t.eval_every}"),
         (t.eval_n >= 10, f"train.eval_n must be at least 10, not {t.eval_n}"),
+        (t.eval_split in ("test", "train"),
+         f"train.eval_split must be test or train, not {t.eval_split!r}"),
         (t.max_minutes is None or t.max_minutes > 0,
          f"train.max_minutes must be positive or none, not {t.max_minutes}"),
     ]

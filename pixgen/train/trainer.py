@@ -28,8 +28,8 @@ from pixgen.data import load_dataset
 from pixgen.data.base import ImageData
 from pixgen.data.batcher import DeviceBatcher
 from pixgen.data.transforms import to_float
-from pixgen.errors import (CheckpointError, ConfigError, NonFiniteSamples, PixgenError,
-                           TrainingDiverged)
+from pixgen.errors import (CheckpointError, ConfigError, DataError, NonFiniteSamples,
+                           PixgenError, TrainingDiverged)
 from pixgen.models.base import Batch, PixgenModel
 from pixgen.registry import MODELS
 from pixgen.sampling import generate as pixgen_generate
@@ -408,6 +408,10 @@ class Trainer:
         self.guard = NonFiniteGuard(t.max_nonfinite)
         self.monitor = StabilityMonitor(self.model,
                                         to_float(self.batcher.data.images[:256]).cpu())
+        # the held-out split that evaluations and a classifier's test accuracy read: loaded
+        # now, so a folder without one is said before training, not after it
+        self._held_out: ImageData | None = None
+        distributed.on_main(self._load_held_out)
         if resume:
             if self.is_main:
                 ckpt.remove_stale_temporaries(self.run_dir)
@@ -428,6 +432,24 @@ class Trainer:
                     raise CheckpointError(f"cannot write the run directory {self.run_dir}: "
                                           f"{e.strerror or e}; choose another --out") \
                         from None
+
+    def _load_held_out(self) -> None:
+        t, d = self.cfg.train, self.cfg.data
+        evaluates = bool(t.eval_every) and self.model.can("sample")
+        if not (evaluates or self.model.can("classify")):
+            return
+        split = t.eval_split if evaluates else "test"
+        try:
+            self._held_out = load_dataset(
+                d.spec, split=split, image_size=self.data_info.image_size,
+                channels=self.data_info.channels, data_dir=d.data_dir, download=d.download,
+                on_bad_image=d.on_bad_image)
+        except DataError as e:
+            if evaluates:
+                raise DataError(f"train.eval_every compares samples with the {split} split, "
+                                f"which cannot be read: {e}; or compare with the training "
+                                "images (--set train.eval_split=train)") from None
+            progress_write(f"pixgen: warning: the test accuracy will not be measured: {e}")
 
     # -- checkpoints --------------------------------------------------------------------
     def _init_from(self, source: str) -> None:
@@ -651,11 +673,11 @@ class Trainer:
             extractor = get_extractor(t.eval_features, self.data_info,
                                       data_dir=self.cfg.data.data_dir, device=self.device,
                                       progress=self.progress)
-            d = self.cfg.data
-            real = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
-                                channels=self.data_info.channels, data_dir=d.data_dir,
-                                on_bad_image=d.on_bad_image)
+            real = self._held_out
+            if real is None:  # eval_every turned on since this session began: not possible
+                raise DataError("no held-out images to evaluate with")
             self._eval_real = (extractor, featurize(extractor, real.images))
+            self._held_out = None  # its features are all the evaluations need
         extractor, real_set = self._eval_real
         model = self.ema.model if self.ema else self.model
         labels = None
@@ -696,16 +718,16 @@ class Trainer:
     def _report_test_accuracy(self, logger: RunLogger) -> None:
         """Classifiers: accuracy on the dataset's test split, logged and saved in eval.json."""
 
-        d = self.cfg.data
-        test = load_dataset(d.spec, split="test", image_size=self.data_info.image_size,
-                            channels=self.data_info.channels, data_dir=d.data_dir,
-                            download=d.download, on_bad_image=d.on_bad_image)
+        test = self._held_out
+        if test is None:  # no test split: said when training began
+            return
         model = self.ema.model if self.ema else self.model
         acc = model.accuracy(to_float(test.images), test.labels)  # type: ignore[operator]
         logger.log(self.step, {"test/accuracy": acc})
         ckpt.atomic_write_text(self.run_dir / "eval.json", json.dumps(
             {"step": self.step, "split": "test", "test_accuracy": acc}, indent=2) + "\n")
-        print(f"test accuracy: {100 * acc:.2f}% on {len(test)} {d.spec} test images")
+        print(f"test accuracy: {100 * acc:.2f}% on {len(test)} {self.cfg.data.spec} test "
+              "images")
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> PixgenModel:

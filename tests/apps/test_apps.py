@@ -323,6 +323,9 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
     assert back.class_names == [str(k) for k in range(10)]
     assert main(["augment", str(cgan), "--n", "5", "--out", str(tmp_path / "synth")]) == 2
     assert "not empty" in capsys.readouterr().err
+    assert main(["interpolate", str(cgan), "--images", str(tmp_path / "0.png"),
+                 str(tmp_path / "1.png")]) == 2  # the hint names models that can (not vqvae)
+    assert "'cgan' does not (models that do: diffusion, glow, vae)" in capsys.readouterr().err
     assert main(["eval", str(cgan), "--augment-score", "--n", "20", "--real-per-class", "2",
                  "--clf-steps", "3", "--json", "--no-progress"]) == 0
     printed = capsys.readouterr().out

@@ -1,6 +1,7 @@
 """VQ-VAE: the EMA codebook, dead-code restart, and the two-stage prior."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +79,25 @@ def test_two_stage_command_and_from(tmp_path):
                          **TINY_PRIOR, **common)
     assert again.config["vqvae"] == vq.config
     assert torch.equal(again.vqvae.quantizer.codebook, vq.quantizer.codebook)
+
+
+def test_from_without_data_trains_on_the_runs_dataset(tmp_path, monkeypatch):
+    """`pixgen train vqvae-prior --from runs/vq` trained the prior on the default dataset
+    (shapes) over a codebook learnt on digits."""
+    vq = pixgen.train("vqvae", data="digits", steps=1, batch_size=16, image_size=16,
+                      out=tmp_path / "vq", progress=False, overrides=tiny_overrides(),
+                      **TINY_VQ)
+    monkeypatch.chdir(tmp_path)
+    prior = pixgen.train("vqvae-prior", steps=1, from_run=vq.run_dir, batch_size=16,
+                         progress=False, overrides=tiny_overrides(), **TINY_PRIOR)
+    assert prior.meta["data"]["spec"] == "digits"
+    assert Path(prior.run_dir).resolve() == (tmp_path / "runs" / "vqvae-prior-digits").resolve()
+    assert prior.config["image_size"] == 16
+    # a dataset given explicitly wins (at the run's image size and channels)
+    other = pixgen.train("vqvae-prior", data="shapes", steps=1, from_run=vq.run_dir,
+                         batch_size=16, progress=False, overrides=tiny_overrides(),
+                         **TINY_PRIOR)
+    assert other.meta["data"]["spec"] == "shapes" and other.config["channels"] == 1
 
 
 def test_errors_name_the_fix(tmp_path):

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 import pixgen
 from conftest import TINY_MODEL_ARGS, tiny_overrides
 from pixgen.config import RunConfig
-from pixgen.errors import CheckpointError, ConfigError, PixgenError, TrainingDiverged
+from pixgen.errors import (CheckpointError, ConfigError, DataError, PixgenError,
+                           TrainingDiverged)
 from pixgen.registry import MODELS
 
 
@@ -189,6 +190,51 @@ def test_a_classifier_logs_its_accuracy_in_the_last_line(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [2]
     assert "model/loss" in lines[0] and "test/accuracy" in lines[0]
+
+
+def _folder_without_test_split(root):
+    from PIL import Image
+
+    for c, base in (("a", 0), ("b", 200)):
+        (root / c).mkdir(parents=True)
+        for k in range(8):
+            Image.new("L", (8, 8), base + 5 * k).save(root / c / f"{k}.png")
+    return f"folder:{root}"
+
+
+def test_a_folder_without_test_split_is_said_before_training(tmp_path, capsys, monkeypatch):
+    """A classifier trained on a folder without test/ died after its last step, before
+    its model was saved (the test accuracy read the missing split); --eval-every died at
+    its first evaluation."""
+    spec = _folder_without_test_split(tmp_path / "synth")
+    model = pixgen.train("classifier", data=spec, steps=2, batch_size=4, image_size=8,
+                         out=tmp_path / "c", progress=False, overrides=tiny_overrides(),
+                         width=8, feature_dim=16)
+    assert (tmp_path / "c" / "model.safetensors").exists() and model.meta
+    out = capsys.readouterr().out
+    assert "warning: the test accuracy will not be measured:" in out
+    assert "has no test split" in out
+    gan = dict(data=spec, steps=2, batch_size=4, image_size=8, progress=False,
+               **TINY_MODEL_ARGS["gan-mlp"])
+    with pytest.raises(DataError, match=r"^train\.eval_every compares samples with the test "
+                       r"split, which cannot be read: .* has no test split.*--set "
+                       r"train\.eval_split=train\)$"):
+        pixgen.train("gan-mlp", out=tmp_path / "g",
+                     overrides=tiny_overrides(**{"train.eval_every": 2, "train.eval_n": 16}),
+                     **gan)
+    assert not (tmp_path / "g" / "state.pt").exists()
+    from pixgen.eval import features  # its classifier, quickly, on the same folder
+
+    monkeypatch.setenv("PIXGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(features.CLASSIFIER_TRAINING, "steps", 2)
+    monkeypatch.setitem(features.CLASSIFIER_TRAINING, "batch_size", 4)
+    monkeypatch.setitem(features.CLASSIFIER_TRAINING, "model_args",
+                        {"width": 8, "feature_dim": 16})
+    pixgen.train("gan-mlp", out=tmp_path / "g2", **gan,
+                 overrides=tiny_overrides(**{"train.eval_every": 2, "train.eval_n": 16,
+                                             "train.eval_split": "train"}))
+    lines = [json.loads(x) for x in (tmp_path / "g2" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/fid" in x for x in lines)
 
 
 def test_a_stop_between_log_steps_resumes_logs_and_counts_exactly(tmp_path, monkeypatch):
