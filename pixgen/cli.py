@@ -991,12 +991,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         signum = getattr(e, "signal", None)
-        from pixgen.utils.distributed import ReplicatedError, rank
+        from pixgen.utils.distributed import active, launch_rank
 
-        if not isinstance(e, ReplicatedError):
-            prefix = f"pixgen[rank {rank()}]" if rank() else "pixgen"
+        r = launch_rank()
+        # every process raises the same error before the process group is joined (a bad
+        # flag), or alike after (a replicated or shared decision): rank 0 says it once
+        if r == 0 or not (e.every_rank or not active()):
+            prefix = f"pixgen[rank {r}]" if r else "pixgen"
             print(f"{prefix}: error: {e}", file=sys.stderr)
         return 128 + signum if signum else 2
+    except RuntimeError as e:  # a collective failed: another process died or hangs
+        from pixgen.utils.distributed import collective_failure, launch_rank
+
+        why = collective_failure(e)
+        if args.debug or not why:
+            raise
+        print(f"pixgen[rank {launch_rank()}]: error: {why}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pixgen: interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,13 @@ from collections.abc import Iterable
 
 
 class PixgenError(Exception):
-    """A user-facing error: short, names what is at fault and what to do."""
+    """A user-facing error: short, names what is at fault and what to do.
+
+    ``every_rank``: under torchrun, every process raises it alike (it is decided on values
+    the processes share), so the CLI prints it once, on rank 0.
+    """
+
+    every_rank = False
 
 
 class DataError(PixgenError):
@@ -30,10 +36,14 @@ class CheckpointError(PixgenError):
 class TrainingDiverged(PixgenError):
     """Training produced non-finite losses too many steps in a row."""
 
+    every_rank = True
+
 
 class StageOneStopped(PixgenError):
     """Stage one of a two-stage model stopped early (a signal or the time limit), so the
     second stage did not start; ``signal`` is the signal's number, if one stopped it."""
+
+    every_rank = True
 
     def __init__(self, message: str, *, signal: int | None = None) -> None:
         super().__init__(message)

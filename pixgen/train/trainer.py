@@ -166,7 +166,7 @@ class NonFiniteGuard:
         if self._skipped is None:
             return
         skipped, worst = (int(v) for v in torch.stack([self._skipped, self._worst]).tolist())
-        if skipped > self._reported:
+        if skipped > self._reported and distributed.is_main():  # the counts are global
             progress_write(f"pixgen: warning: {skipped - self._reported} step(s) up to step "
                            f"{step} had a non-finite loss or gradient; their updates were "
                            f"skipped")
@@ -177,6 +177,9 @@ class NonFiniteGuard:
                 f"row (up to step {step}); lower the learning rate (--set train.lr=...) or "
                 f"clip gradients (--set train.grad_clip=1.0). The last checkpoint was not "
                 f"touched.")
+
+
+_SIGNAL_CODE = 1000  # a stop code at or above it means "signal (code - 1000)"
 
 
 class GracefulStop:
@@ -195,8 +198,9 @@ class GracefulStop:
             raise KeyboardInterrupt
         self.requested = True
         self.signal = signum
-        progress_write(f"pixgen: {signal.Signals(signum).name} received: finishing the current "
-                   f"step and saving a checkpoint (Ctrl-C again to abort)")
+        if distributed.is_main():  # torchrun forwards a signal to every process
+            progress_write(f"pixgen: {signal.Signals(signum).name} received: finishing the "
+                           f"current step and saving a checkpoint (Ctrl-C again to abort)")
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
@@ -450,6 +454,10 @@ class Trainer:
                                 f"which cannot be read: {e}; or compare with the training "
                                 "images (--set train.eval_split=train)") from None
             progress_write(f"pixgen: warning: the test accuracy will not be measured: {e}")
+        if evaluates:  # the feature extractor too (maybe training pixgen's classifier)
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), distributed.single_process():
+                self._eval_reference()
 
     # -- checkpoints --------------------------------------------------------------------
     def _init_from(self, source: str) -> None:
@@ -494,7 +502,7 @@ class Trainer:
                 if state.get("ema") is None:
                     raise KeyError("ema")
                 self.ema.model.load_state_dict(state["ema"])
-            self.model.load_training_state(state.get("model_training_state") or {})
+            self._restore_training_state(state)
             self.step = int(state["step"])
             self.elapsed = float(state.get("elapsed", 0.0))
             self.best_fid = min(float(state.get("best_fid", float("inf"))), self._best_saved())
@@ -536,6 +544,15 @@ class Trainer:
         except (OSError, ValueError, KeyError, TypeError):
             return float("inf")
 
+    def _restore_training_state(self, state: dict[str, Any]) -> None:
+        """As the random streams: each rank takes back its own; after a change of world
+        size, rank 0 takes rank 0's and the others start afresh (empty image pools)."""
+        ranks = state.get("model_training_state_ranks")
+        if ranks and len(ranks) == self.world_size:
+            self.model.load_training_state(ranks[self.rank] or {})
+        elif self.rank == 0:
+            self.model.load_training_state(state.get("model_training_state") or {})
+
     def _restore_rng(self, state: dict[str, Any]) -> None:
         """Each rank continues its own random stream; after a change of world size, ranks
         the checkpoint has no stream for start a fresh one (rank 0 always continues)."""
@@ -574,14 +591,21 @@ class Trainer:
         Every rank calls it (it gathers their random states); only rank 0 writes."""
         live = self.model
         rngs = distributed.all_gather_objects(_rng_state())
+        # each rank's own training state (CycleGAN's pools hold that rank's images)
+        own = {k: v.detach().cpu() for k, v in live.training_state().items()}
+        training_states = distributed.all_gather_objects(own) if own else [own]
+        # every rank decides on its copy of the same weights, so all stop alike
+        for module, what in ((live, "model"), (self.ema.model if self.ema else None, "EMA")):
+            if module is not None and not _all_finite(module):
+                kept = (f"the checkpoint of step {self.saved_step} in {self.run_dir} is intact"
+                        if self.saved_step is not None else "no checkpoint had been written")
+                raise TrainingDiverged(f"the {what} weights are no longer finite at step "
+                                       f"{self.step}; not saving them ({kept}); lower the "
+                                       f"learning rate (--set train.lr=...) or clip gradients "
+                                       f"(--set train.grad_clip=1.0)")
         distributed.check_in_sync(live, "model")
         if not self.is_main:
             return
-        for module, what in ((live, "model"), (self.ema.model if self.ema else None, "EMA")):
-            if module is not None and not _all_finite(module):
-                raise TrainingDiverged(f"the {what} weights are no longer finite at step "
-                                       f"{self.step}; not saving them. The last checkpoint in "
-                                       f"{self.run_dir} is intact.")
         weights = (self.ema.model if self.ema else live).state_dict()
         ckpt.save_weights(
             self.run_dir, model_name=live.name, model_config=live.config, state_dict=weights,
@@ -597,7 +621,9 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "model": live.state_dict(),
-            "model_training_state": live.training_state(),
+            "model_training_state": training_states[0],
+            **({"model_training_state_ranks": training_states}
+               if len(training_states) > 1 else {}),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "ema": self.ema.model.state_dict() if self.ema else None,
             "rng": rngs[0],
@@ -664,21 +690,26 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             return self._evaluate(logger)
 
-    def _evaluate(self, logger: RunLogger) -> dict[str, float]:
-        from pixgen.eval.evaluate import featurize, generated_to_uint8, score
+    def _eval_reference(self) -> tuple[Any, Any]:
+        """The evaluations' feature extractor and the held-out images' features: built once
+        per session (on rank 0, before training)."""
+        from pixgen.eval.evaluate import featurize
         from pixgen.eval.features import get_extractor
 
-        t = self.cfg.train
-        if self._eval_real is None:  # extractor and real features: once per run
-            extractor = get_extractor(t.eval_features, self.data_info,
+        if self._eval_real is None:
+            extractor = get_extractor(self.cfg.train.eval_features, self.data_info,
                                       data_dir=self.cfg.data.data_dir, device=self.device,
                                       progress=self.progress)
-            real = self._held_out
-            if real is None:  # eval_every turned on since this session began: not possible
-                raise DataError("no held-out images to evaluate with")
-            self._eval_real = (extractor, featurize(extractor, real.images))
+            assert self._held_out is not None  # loaded with it, in _load_held_out
+            self._eval_real = (extractor, featurize(extractor, self._held_out.images))
             self._held_out = None  # its features are all the evaluations need
-        extractor, real_set = self._eval_real
+        return self._eval_real
+
+    def _evaluate(self, logger: RunLogger) -> dict[str, float]:
+        from pixgen.eval.evaluate import featurize, generated_to_uint8, score
+
+        t = self.cfg.train
+        extractor, real_set = self._eval_reference()
         model = self.ema.model if self.ema else self.model
         labels = None
         if model.can("class_conditional"):
@@ -779,10 +810,20 @@ class Trainer:
                     if not stop.requested and time.perf_counter() - session_start > limit_s:
                         stop.requested = True
                         stopped = f"reached the time limit of {t.max_minutes:g} minutes"
-                    # several processes stop together, at a log step: agreeing there keeps
-                    # the hot loop free of a per-step synchronisation
-                    stopping = stop.requested if self.world_size == 1 else \
-                        log_now and distributed.any_rank(stop.requested)
+                    if self.world_size == 1:
+                        stopping = stop.requested
+                    elif not log_now:
+                        stopping = False
+                    else:  # several processes stop together, at a log step, for one reason
+                        # (agreeing there keeps the hot loop free of a synchronisation)
+                        code = distributed.agree_max(
+                            _SIGNAL_CODE + stop.signal if stop.signal is not None
+                            else int(stop.requested))
+                        stopping = code > 0
+                        if code >= _SIGNAL_CODE:  # a signal reached some process
+                            stop.signal, stopped = code - _SIGNAL_CODE, ""
+                        elif code:
+                            stopped = f"reached the time limit of {t.max_minutes:g} minutes"
                     if stopping and not log_now:  # the window's sums go in the checkpoint
                         now = time.perf_counter()
                         self.elapsed += now - last_time

@@ -15,9 +15,10 @@ Everything here is a no-op in a single process, so models may call it unconditio
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -31,14 +32,31 @@ T = TypeVar("T")
 BUCKET_ELEMENTS = 25 * 2**20 // 4
 
 
+_alone = 0  # > 0 inside single_process()
+
+
 def launched() -> bool:
     """True in a process started by torchrun (or any launcher setting WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return not _alone and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def active() -> bool:
     """True when a process group with more than one process is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return (not _alone and dist.is_available() and dist.is_initialized()
+            and dist.get_world_size() > 1)
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Inside the block this process works alone, as if not launched by torchrun: rank 0
+    uses it to train something by itself (the evaluation classifier) while the others
+    wait, without its nested run joining their collectives."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
 
 
 def rank() -> int:
@@ -80,8 +98,16 @@ def setup(device: str = "auto") -> bool:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
     timeout = datetime.timedelta(minutes=float(os.environ.get("PIXGEN_DIST_TIMEOUT_MIN", "30")))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    global _patient
+    # rank 0's solo work (a download, decoding a folder, training the evaluation
+    # classifier) may take longer than any step: the others wait for it on a group of
+    # their own without the timeout (a rank that dies still ends the wait at once)
+    _patient = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=7))
     atexit.register(_teardown)
     return True
+
+
+_patient: Any = None
 
 
 def _teardown() -> None:
@@ -117,7 +143,7 @@ def on_main(fn: Callable[[], T]) -> T:
         except PixgenError as e:
             error = e
             payload[0] = ("error", str(e))
-    dist.broadcast_object_list(payload, src=0, device=_comm_device())
+    dist.broadcast_object_list(payload, src=0, group=_patient, device=torch.device("cpu"))
     if error is not None:
         raise error
     if payload[0][0] == "error":
@@ -127,6 +153,46 @@ def on_main(fn: Callable[[], T]) -> T:
 
 class ReplicatedError(PixgenError):
     """Rank 0's error, raised on the other ranks too (the CLI prints it once, on rank 0)."""
+
+    every_rank = True
+
+
+def launch_rank() -> int:
+    """This process's rank: from the process group, else (before it is joined) from the
+    environment torchrun sets."""
+    if active():
+        return rank()
+    try:
+        return int(os.environ.get("RANK", "0")) if launched() else 0
+    except ValueError:
+        return 0
+
+
+def collective_failure(e: BaseException) -> str:
+    """What a collective's exception means, in a line, or "" when it is none: another
+    process of the run died (its own message says why) or did not answer in time."""
+    text = str(e)
+    if not isinstance(e, RuntimeError):
+        return ""
+    if "Timed out" in text or "timed out" in text or "Watchdog caught" in text:
+        return (f"the other processes did not answer within PIXGEN_DIST_TIMEOUT_MIN "
+                f"({os.environ.get('PIXGEN_DIST_TIMEOUT_MIN', '30')} minutes): one is stuck "
+                f"or gone; if a step or an evaluation really takes that long, raise it")
+    if isinstance(e, getattr(dist, "DistError", ())) or any(s in text for s in (
+            "Connection closed by peer", "Connection reset by peer", "remote worker",
+            "Broken pipe", "NCCL communicator was aborted")):
+        return "another process of this run failed (its own message says why); this one " \
+               "stopped too"
+    return ""
+
+
+def agree_max(value: int) -> int:
+    """The largest ``value`` over the ranks (a collective: every rank must call it)."""
+    if not active():
+        return value
+    t = torch.tensor([float(value)], device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
@@ -145,11 +211,7 @@ def barrier() -> None:
 
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is true on any rank (a collective: every rank must call it)."""
-    if not active():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(agree_max(int(flag)))
 
 
 def _flat_all_reduce(tensors: list[torch.Tensor], *, average: bool) -> None:
@@ -212,13 +274,16 @@ def check_in_sync(module: torch.nn.Module, what: str) -> None:
     """Raise if the ranks' copies of ``module``'s parameters and buffers have drifted apart
     (a collective; the trainer calls it at checkpoints). Batch-norm running statistics are
     left out: without SyncBatchNorm (CPU) each rank keeps its own, and rank 0's are saved,
-    as with DDP."""
+    as with DDP. So are non-persistent buffers, which are no part of the weights (CycleGAN's
+    image pools hold each rank's own generated images)."""
     if not active():
         return
     tensors = list(module.parameters())
     for m in module.modules():  # buffers too (a VQ codebook), except local batch-norm stats
         if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            tensors += [b for b in m.buffers(recurse=False) if b.is_floating_point()]
+            local = getattr(m, "_non_persistent_buffers_set", set())
+            tensors += [b for name, b in m.named_buffers(recurse=False)
+                        if b.is_floating_point() and name not in local]
     if not tensors:
         return
     with torch.no_grad():

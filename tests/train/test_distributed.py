@@ -124,6 +124,27 @@ def test_gan_flow_and_vq_state_stay_identical_across_ranks(tmp_path):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         assert [int(line.split(",")[0].split(":")[1]) for line in lines] == [2, 4]
         assert (tmp_path / name / "samples" / "step-0000004.png").exists()
+    # CycleGAN's pools are per rank: both are kept, and a resume gives each its own back
+    state = torch.load(tmp_path / "cyclegan" / "state.pt", weights_only=True)
+    pools = state["model_training_state_ranks"]
+    assert len(pools) == 2 and not torch.equal(pools[0]["pool_a.images"],
+                                               pools[1]["pool_a.images"])
+    assert torch.equal(state["model_training_state"]["pool_a.images"], pools[0]["pool_a.images"])
+    whole = load_file(tmp_path / "cyclegan" / "model.safetensors")
+    half = load_file(tmp_path / "cyclegan-half" / "model.safetensors")
+    assert max_gap(whole, half) == 0
+
+
+def test_a_signal_to_one_process_stops_every_process_for_that_reason(tmp_path):
+    """Only rank 1 gets SIGTERM: both stop at the next log step, save, and say and exit as
+    interrupted (rank 0 used to say it had reached a time limit, and exit 0)."""
+    log = torchrun(str(Path(__file__).with_name("_ddp_signal_worker.py")), *ARGS,
+                   "--steps", "100", "--out", str(tmp_path / "run"))
+    assert "rank 0 exit 143" in log and "rank 1 exit 143" in log
+    assert "pixgen: interrupted: stopped at step 4 of 100" in log
+    assert "time limit" not in log and "pixgen[rank 1]" not in log
+    assert log.count("SIGTERM received") == 0  # rank 0 received none; rank 1 stays quiet
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["step"] == 4
 
 
 def _drift_worker(rank: int, port: int, queue) -> None:
