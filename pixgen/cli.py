@@ -339,7 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class per row for class-conditional models (default: 0, 1, 2, ...)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="diffusion: DDIM steps (default: the model's sample_steps)")
-    p.add_argument("--gif", action="store_true", help="write an animated GIF")
+    p.add_argument("--gif", action="store_true", help="write an animated GIF (also when "
+                   "--out ends in .gif)")
+    p.add_argument("--batch-size", type=_positive_int, default=256,
+                   help="frames decoded per forward pass (default: 256)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="output file (default: interpolation.png, or .gif with --gif)")
     _add_run_options(p)
@@ -727,9 +730,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     labels = _parse_labels(args.labels, None)
     frames = pixgen.interpolate(model, n=args.n, method=args.method, rows=args.rows,
                                 seed=args.seed, seeds=args.seeds, images=images, labels=labels,
-                                **kwargs)
+                                batch_size=args.batch_size, **kwargs)
     out = args.out or ("interpolation.gif" if args.gif else "interpolation.png")
-    path = save_interpolation(frames, out, gif=args.gif)
+    path = save_interpolation(frames, out, gif=args.gif or None)  # or from the suffix
     print(f"wrote {frames.shape[0]} path(s) of {frames.shape[1]} images ({args.method}) to "
           f"{path}")
     return 0
@@ -757,8 +760,9 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
 
         spec = args.images or info.spec
         data = load_dataset(spec, split="test", image_size=size, channels=channels)
-        images, labels = data.images[:args.n], (data.labels[:args.n] if data.labels is not None
-                                                else None)
+        pick = _spread(len(data), args.n)
+        images, labels = data.images[pick], (data.labels[pick] if data.labels is not None
+                                             else None)
         names = data.class_names or names
     else:
         from pixgen.apps.translate import read_inputs
@@ -803,9 +807,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spread(total: int, n: int) -> Any:
+    """Indices of ``n`` of ``total`` items, evenly spread (all of them when n >= total): a
+    fixed choice that reaches every class of a test split stored class by class."""
+    import torch
+
+    if n >= total:
+        return torch.arange(total)
+    return torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()
+
+
 def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int
                             ) -> tuple[Any, list[Path]]:
-    """Images from a file or folder, or the first ``n`` test images of a dataset."""
+    """Images from a file or folder, or ``n`` test images of a dataset, spread over it."""
     from pixgen.apps.translate import read_inputs
     from pixgen.data import load_dataset
     from pixgen.registry import DATASETS
@@ -814,8 +828,11 @@ def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int
         if n < 1:
             raise ConfigError(f"--n must be at least 1, not {n}")
         data = load_dataset(spec, split="test", image_size=image_size, channels=channels)
-        images = data.images[:n]
-        return images, [Path(f"{spec.replace(':', '_')}-{i:04d}.png") for i in range(len(images))]
+        import re
+
+        pick = _spread(len(data), n)
+        stem = re.sub(r"[^\w.-]+", "_", spec).strip("_.") or "test"  # one flat file name
+        return data.images[pick], [Path(f"{stem}-{int(i):04d}.png") for i in pick]
     return read_inputs(spec, image_size=image_size, channels=channels, flag="--image")
 
 

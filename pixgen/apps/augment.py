@@ -14,7 +14,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.data.base import DataInfo, ImageData, load_dataset
-from pixgen.errors import ConfigError, PixgenError
+from pixgen.errors import ConfigError, DataError, PixgenError
 from pixgen.models.base import PixgenModel
 from pixgen.utils.images import save_image
 
@@ -122,6 +122,9 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
     info = DataInfo(**model.meta["data"])
     if not info.num_classes:
         raise ConfigError(f"the run's dataset {info.spec!r} has no labels to score with")
+    if n_synthetic < info.num_classes:  # the set is class-balanced: each class needs one
+        raise ConfigError(f"--n {n_synthetic} cannot cover the {info.num_classes} classes; "
+                          f"give at least {info.num_classes}")
     synth, synth_labels = synthesize(model, n_synthetic, seed=seed, progress=progress,
                                      **(sample_kwargs or {}))
     kw = {"image_size": info.image_size, "channels": info.channels, "data_dir": data_dir}
@@ -130,6 +133,11 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
     folders = [f"{k:03d}" for k in range(info.num_classes)]
     # a class with fewer training images than asked gives all it has
     counts = torch.bincount(train.labels, minlength=info.num_classes)  # type: ignore[arg-type]
+    if not counts.all():
+        missing = [info.class_names[k] if k < len(info.class_names) else str(k)
+                   for k in (counts == 0).nonzero().flatten().tolist()]
+        raise DataError(f"the training split of {info.spec} has no images of class(es) "
+                        f"{', '.join(missing[:5])}: the real set cannot cover every class")
     result: dict[str, Any] = {"dataset": info.spec, "real_per_class": real_per_class,
                               "real_per_class_used": counts.tolist(),
                               "n_real": len(train), "n_synthetic": n_synthetic,

@@ -59,15 +59,17 @@ def builtin_mask(name: str, size: int, *, n: int = 1, seed: int = 0) -> torch.Te
 
 
 def load_mask(path: str | Path, size: int) -> torch.Tensor:
-    """A mask image (any size; resized to ``size`` with nearest neighbours), as bool
-    (1, 1, size, size): white (grey level >= 128) = fill. An alpha channel counts as well:
-    transparent pixels are filled."""
-    from PIL import Image, UnidentifiedImageError
+    """A mask image, as bool (1, 1, size, size): white (grey level >= 128) = fill. An alpha
+    channel counts as well: transparent pixels are filled. It is framed as images are read
+    (EXIF orientation applied, the centre square cropped), then resized to ``size`` with
+    nearest neighbours, so a mask drawn over an image of any shape stays on its pixels."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path).expanduser()
     try:
-        with Image.open(path) as img:
-            img.load()
+        with Image.open(path) as opened:
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = np.asarray(img.convert("RGBA"))
                 hole = (rgba[..., 3] < 128) | (rgba[..., :3].mean(-1) >= 128)
@@ -77,7 +79,10 @@ def load_mask(path: str | Path, size: int) -> torch.Tensor:
         raise DataError(f"mask file {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read the mask {path}: {e}") from None
-    t = torch.from_numpy(hole.astype(np.float32))[None, None]
+    h, w = hole.shape
+    s = min(h, w)  # the centre square, as pixgen.data.folder crops images
+    hole = hole[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    t = torch.from_numpy(np.ascontiguousarray(hole).astype(np.float32))[None, None]
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="nearest")
     return t > 0.5
 

@@ -46,7 +46,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: int = 4,
                 seed: int = 0, seeds: Sequence[int] | None = None,
                 images: torch.Tensor | None = None,
-                labels: Sequence[int] | torch.Tensor | None = None,
+                labels: Sequence[int] | torch.Tensor | None = None, batch_size: int = 256,
                 **decode_kwargs: Any) -> torch.Tensor:
     """Images along latent paths, (rows, n, C, H, W) in [-1, 1] on the CPU.
 
@@ -65,6 +65,7 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
         images: 2 * rows images (uint8 or float in [-1, 1]): row i goes from image 2i to
             image 2i + 1.
         labels: one class per row, for class-conditional models.
+        batch_size: frames decoded per forward pass (memory stays flat in rows x n).
         **decode_kwargs: passed to the model's ``decode`` and ``encode`` (e.g. ``steps`` for
             diffusion's DDIM).
     """
@@ -110,8 +111,15 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     decode = model.decode  # type: ignore[attr-defined]
     if images is not None and "clip" in inspect.signature(decode).parameters:
         kw["clip"] = False  # diffusion: decode inverted latents back to their images
-    out = decode(z.to(dev), **kw, **decode_kwargs)
-    return out.float().clamp(-1, 1).cpu().view(rows, n, *out.shape[1:])
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}")
+    parts = []
+    for i in range(0, len(z), batch_size):
+        part_kw = {k: v[i:i + batch_size] if k == "labels" else v for k, v in kw.items()}
+        parts.append(decode(z[i:i + batch_size].to(dev), **part_kw,
+                            **decode_kwargs).float().clamp(-1, 1).cpu())
+    out = torch.cat(parts)
+    return out.view(rows, n, *out.shape[1:])
 
 
 def _row_labels(model: PixgenModel, labels: Any, rows: int, default: bool

@@ -28,6 +28,14 @@ def as_float(images: torch.Tensor, what: str = "images") -> torch.Tensor:
     if not images.is_floating_point():
         raise ConfigError(f"{what}: float images in [-1, 1] or uint8 images in [0, 255], not "
                           f"{images.dtype}")
+    # 0-255 values in a float tensor would be clamped to white, silently; checked on the
+    # host only (a user's input), never by a device synchronisation in a training step
+    if images.numel() and images.device.type == "cpu":
+        lo, hi = (float(v) for v in torch.aminmax(images.detach().float()))
+        if lo < -1.5 or hi > 1.5:
+            raise ConfigError(f"{what}: float images must be in [-1, 1], these range from "
+                              f"{lo:g} to {hi:g}; pass 0-255 values as uint8 (or map them "
+                              f"with x / 127.5 - 1)")
     return images.float()
 
 

@@ -207,6 +207,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         "n_fake": n, "n_real": len(real_data),
         "real": f"{info.spec} ({split} split, {info.image_size} px)",
         "features": extractor.description, "feature_extractor": features, "seed": seed,
+        "batch_size": batch_size,  # the samples a seed gives depend on it
         "step": meta.get("training", {}).get("steps"), "seconds": time.perf_counter() - t0,
     })
     if write:
@@ -229,7 +230,8 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
         features: feature extractor name.
         image_size: compare at this size (default: the real data's).
         channels: 1 or 3 (default: the real data's).
-        split: split of a dataset spec to compare with.
+        split: split of a dataset spec to compare with (of a folder too, when it has
+            train/ and test/ subfolders; a plain folder is one set).
         data_dir: where downloadable datasets live.
         device: where to run the feature extractor.
         inception_weights: a local InceptionV3 weights file (offline use).
@@ -239,8 +241,15 @@ def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
 
     dev = resolve_device(device)
     real_spec = real if not Path(real).expanduser().is_dir() else f"folder:{real}"
-    # a plain folder is one set: its images are read as the "train" split
-    real_split = "train" if real_spec.startswith("folder:") else split
+    # a plain folder is one set, read as the "train" split; one with train/ and test/ (or
+    # val/) subfolders gives the split asked for
+    real_split = split
+    if real_spec.startswith("folder:"):
+        from pixgen.data.folder import split_folders
+
+        root = Path(real_spec.partition(":")[2]).expanduser()
+        if root.is_dir() and "test" not in split_folders(root):
+            real_split = "train"
     real_data = load_dataset(real_spec, split=real_split, image_size=image_size,
                              channels=channels, data_dir=data_dir)
     info = real_data.info
@@ -353,6 +362,7 @@ features: {result['features']}.
 ```
 
 `pixgen train {meta['model']} --config config.yaml --out NEW_DIR`, then
-`pixgen eval NEW_DIR --n {result['n_fake']} --features {result['feature_extractor']}`.
+`pixgen eval NEW_DIR --n {result['n_fake']} --features {result['feature_extractor']} \
+--seed {result.get('seed', 0)} --batch-size {result.get('batch_size', 256)}`.
 """
     return ckpt.atomic_write_text(run_dir / "README.md", text)

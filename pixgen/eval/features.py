@@ -82,8 +82,10 @@ def classifier_dir(info: DataInfo) -> Path:
     """Cache folder of the evaluation classifier for one dataset, size and channel count."""
     name, _, arg = info.spec.partition(":")
     slug = name
-    if arg:  # folder:PATH -> a hash of the absolute path keeps names short and unique
-        slug += "-" + hashlib.sha1(str(Path(arg).expanduser().resolve()).encode()).hexdigest()[:10]
+    if arg:  # folder:PATH -> a hash of the absolute path and of the classes found there
+        # keeps names short and unique, and a folder given new classes a new classifier
+        key = [str(Path(arg).expanduser().resolve()), *getattr(info, "class_names", [])]
+        slug += "-" + hashlib.sha1("\n".join(key).encode()).hexdigest()[:10]
     return cache_dir() / "classifiers" / f"{slug}-{info.image_size}px-{info.channels}ch"
 
 
@@ -116,9 +118,9 @@ def load_or_train_classifier(info: DataInfo, *, data_dir: str | None = None,
                                     "train.steps": CLASSIFIER_TRAINING["steps"],
                                     "train.batch_size": CLASSIFIER_TRAINING["batch_size"]},
                          **CLASSIFIER_TRAINING["model_args"])
-        except ConfigError as e:
+        except BaseException as e:  # nothing half-trained is left in the cache
             shutil.rmtree(tmp, ignore_errors=True)
-            if "larger than the dataset" not in str(e):
+            if not isinstance(e, ConfigError) or "larger than the dataset" not in str(e):
                 raise
             raise DataError(f"{info.spec} has too few labelled training images for pixgen's "
                             f"evaluation classifier (it trains with batches of "

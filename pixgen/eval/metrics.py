@@ -144,7 +144,8 @@ def fid_from_stats(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     inner = root1 @ sigma2 @ root1
     tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
     diff = mu1 - mu2.to(mu1.device)
-    return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * tr_covmean)
+    # a distance: rounding can take identical sets a hair below 0, which is shown as -0.000
+    return max(0.0, float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * tr_covmean))
 
 
 def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -303,7 +304,10 @@ def _manifold_membership(real: torch.Tensor, fake: torch.Tensor, *, k: int, reca
                          counts: bool) -> _Membership:
     """Which samples lie in which k-NN balls, from one blocked pass over the real x fake
     distances; the fake balls (``recall``) and the per-fake counts (``counts``) cost extra
-    and are computed only when asked for. Balls are closed: x is in B(c, r) if |x - c| <= r."""
+    and are computed only when asked for. Balls are closed for precision and recall (x is
+    in B(c, r) if |x - c| <= r, as Kynkaanniemi et al.) and open for density and coverage
+    (|x - c| < r, as Naeem et al.'s reference code: a copy of a real image is not counted
+    in the ball of its k-th neighbour)."""
     dtype = torch.promote_types(_matmul_dtype(real), _matmul_dtype(fake))
     # Distances do not change under translation; centring shrinks the norms and with them
     # the rounding error of |a|^2 + |b|^2 - 2 a.b.
@@ -322,9 +326,9 @@ def _manifold_membership(real: torch.Tensor, fake: torch.Tensor, *, k: int, reca
             inside.append((d2 <= fake_r2.unsqueeze(0)).any(dim=1))
         excess = d2.sub_(real_r2[i:i + step].unsqueeze(1))  # <= 0: fake j in real ball i
         torch.minimum(min_excess, excess.amin(dim=0), out=min_excess)
-        hit.append(excess.amin(dim=1) <= 0)
+        hit.append(excess.amin(dim=1) < 0)
         if counts:
-            ball_counts += (excess <= 0).sum(dim=0, dtype=torch.int32)
+            ball_counts += (excess < 0).sum(dim=0, dtype=torch.int32)
     return _Membership(min_excess <= 0, torch.cat(hit), ball_counts if counts else None,
                        torch.cat(inside) if inside else None)
 

@@ -427,7 +427,7 @@ class PixgenModel(nn.Module):
         from pixgen.data.transforms import as_float
 
         self.check_images(images, what)
-        return as_float(images.to(self.device), what)
+        return as_float(images, what).to(self.device)
 
     def check_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Validate requested class labels for conditional sampling."""

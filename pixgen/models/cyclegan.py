@@ -257,7 +257,7 @@ class CycleGAN(PixgenModel):
             raise ConfigError(f"translation takes (N, {channels}, H, W) images, N >= 1, got "
                               f"{tuple(images.shape)}")
         net = self.gen_ab if direction == "AtoB" else self.gen_ba
-        return net(as_float(images.to(self.device), "translation")).float().clamp(-1, 1)
+        return net(as_float(images, "translation").to(self.device)).float().clamp(-1, 1)
 
     @torch.no_grad()
     def translation_rows(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

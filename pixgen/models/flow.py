@@ -191,7 +191,8 @@ class FlowStep(nn.Module):
 
 
 @MODELS.register("glow", help="Glow normalising flow: multi-scale, actnorm, invertible 1x1 "
-                 "convs, affine coupling; exact bits/dim, temperature sampling")
+                 "convs, affine coupling; exact log-density (bits/dim: a dequantisation bound), "
+                 "temperature sampling")
 class Glow(LatentInpainting, LikelihoodModel):
     """Glow (Kingma & Dhariwal 2018) on uniformly dequantised 8-bit images.
 

@@ -70,7 +70,7 @@ class SuperResolver:
         if low_res.dim() != 4 or low_res.shape[1] != self.channels or not len(low_res):
             raise ConfigError(f"superres takes (N, {self.channels}, h, w) images, N >= 1, got "
                               f"{tuple(low_res.shape)}")
-        return as_float(low_res.to(self.device), "superres")
+        return as_float(low_res, "superres").to(self.device)
 
     @torch.no_grad()
     def preview_rows(self, images: torch.Tensor,

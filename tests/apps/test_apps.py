@@ -17,7 +17,7 @@ from pixgen.apps.latent_map import encode_images, manifold, project
 from pixgen.cli import main
 from pixgen.data import load_dataset
 from pixgen.data.base import DataInfo
-from pixgen.errors import PixgenError
+from pixgen.errors import ConfigError, PixgenError
 from pixgen.models.sr import bicubic_upscale, downscale
 from pixgen.registry import MODELS
 
@@ -122,6 +122,8 @@ def test_interpolate_every_latent_model(name):
     first = model.decode(ends[:2], **lab, **kw)  # row 0 starts at latent 0, ends at latent 1
     assert torch.allclose(rows[0, 0], first[0], atol=1e-4)
     assert torch.allclose(rows[0, -1], first[1], atol=1e-4)
+    chunked = pixgen.interpolate(model, n=4, rows=2, seed=1, batch_size=3, **kw)
+    assert torch.allclose(chunked, rows, atol=1e-5)  # decoded 3 frames at a time
     one = pixgen.interpolate(model, n=3, seeds=(5, 6), method="lerp", **kw)
     assert one.shape == (1, 3, 3, 16, 16)
     if model.can("encode"):
@@ -298,6 +300,9 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
     assert main(["interpolate", str(vae), "--gif", "--seeds", "1", "2", "--out",
                  str(tmp_path / "i.gif")]) == 0
     assert Image.open(tmp_path / "i.gif").n_frames == 8 + 6
+    assert main(["interpolate", str(vae), "--seeds", "1", "2", "--out",
+                 str(tmp_path / "walk.gif")]) == 0  # a .gif name is a GIF without --gif
+    assert Image.open(tmp_path / "walk.gif").n_frames == 8 + 6
     for i in range(2):
         Image.fromarray(np.full((16, 16), 60 * i + 40, np.uint8)).save(tmp_path / f"{i}.png")
     assert main(["interpolate", str(vae), "--images", str(tmp_path / "0.png"),
@@ -310,6 +315,22 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
     assert main(["inpaint", str(vae), "--image", "digits", "--n", "3", "--steps", "5",
                  "--restarts", "2", "--out", str(tmp_path / "filled"), "--no-progress"]) == 0
     assert (tmp_path / "filled" / "inpainting.png").exists()
+    # a folder dataset's images: spread over its classes, written under flat names
+    for c in range(3):
+        for k in range(4):
+            (tmp_path / "ds" / "test" / str(c)).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "ds" / "train" / str(c)).mkdir(parents=True, exist_ok=True)
+            Image.new("L", (16, 16), 80 * c).save(tmp_path / "ds" / "test" / str(c) / f"{k}.png")
+            Image.new("L", (16, 16), 80 * c).save(tmp_path / "ds" / "train" / str(c) / f"{k}.png")
+    assert main(["inpaint", str(vae), "--image", f"folder:{tmp_path / 'ds'}", "--n", "3",
+                 "--steps", "2", "--out", str(tmp_path / "fromfolder"), "--no-progress"]) == 0
+    written = sorted(p.name for p in (tmp_path / "fromfolder").iterdir() if p.is_file())
+    stem = f"folder_{str(tmp_path / 'ds').strip('/').replace('/', '_')}"
+    assert [f"{stem}-0000.png", f"{stem}-0006.png", f"{stem}-0011.png"] == \
+        [w for w in written if w.startswith("folder_")]
+    assert main(["latent-map", str(vae), "--images", f"folder:{tmp_path / 'ds'}", "--n", "6",
+                 "--out", str(tmp_path / "map3")]) == 0
+    capsys.readouterr()
     assert main(["inpaint", str(vae), "--image", "digits", "--jump", "3"]) == 2
     assert "--jump: this model (vae) does not take it" in capsys.readouterr().err
 
@@ -332,3 +353,18 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
     r = json.loads(printed)  # stdout holds the JSON only
     assert r["n_real"] == 20 and 0 <= r["accuracy_synthetic_only"] <= 1
     assert r["gain"] == pytest.approx(r["accuracy_real_plus_synthetic"] - r["accuracy_real"])
+    assert main(["eval", str(cgan), "--augment-score", "--n", "5", "--no-progress"]) == 2
+    assert "--n 5 cannot cover the 10 classes; give at least 10" in capsys.readouterr().err
+
+
+def test_float_images_out_of_range_are_refused():
+    """0-255 values in a float tensor were clamped to white without a word."""
+    from pixgen.data.transforms import as_float
+
+    x = torch.rand(2, 1, 8, 8) * 255
+    with pytest.raises(ConfigError, match=r"^inpainting: float images must be in \[-1, 1\], "
+                       r"these range from .* to .*; pass 0-255 values as uint8"):
+        as_float(x, "inpainting")
+    assert torch.equal(as_float(x.round().to(torch.uint8), "x"),
+                       x.round().to(torch.uint8).float() / 127.5 - 1)
+    assert as_float(torch.full((1, 1, 2, 2), 1.2), "x").max() == pytest.approx(1.2)  # overshoot

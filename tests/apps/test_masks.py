@@ -59,3 +59,17 @@ def test_masked_psnr_and_mean_fill():
     assert torch.equal(filled[~mask.expand_as(x)], x[~mask.expand_as(x)])
     known_mean = x[:, 0][~mask[0].expand(2, 8, 8)].reshape(2, -1).mean(1)
     torch.testing.assert_close(filled[:, 0, 4, 4], known_mean)
+
+
+def test_a_mask_of_a_non_square_image_stays_on_its_pixels(tmp_path):
+    """Images are centre-cropped square; masks were stretched, so a hole drawn over an
+    object of a wide image landed beside it."""
+    from pixgen.data.folder import decode_images
+
+    img = np.zeros((20, 40), np.uint8)
+    img[5:15, 15:25] = 255  # an object in the middle of a wide image
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    Image.fromarray(img).save(tmp_path / "wide_mask.png")  # the hole drawn exactly over it
+    x = decode_images([tmp_path / "wide.png"], size=20)[0, 0]
+    m = load_mask(tmp_path / "wide_mask.png", 20)[0, 0]
+    assert torch.equal(m, x > 127)

@@ -243,3 +243,29 @@ def test_probabilities_over_other_classes_give_is_but_no_mode_coverage():
     ext = feats.FeatureExtractor("x", "", lambda x: (x, None), 1008, torch.device("cpu"),
                                  dataset_classes=False)
     assert ext.label_classes == 0
+
+
+def test_a_folder_given_new_classes_gets_its_own_classifier(tmp_path, monkeypatch):
+    """The cache was keyed by the folder's path only: after new class subfolders appeared,
+    the old classifier scored the new data with its old classes, silently."""
+    from pixgen.data.base import DataInfo
+
+    spec = f"folder:{tmp_path}"
+    two = DataInfo(spec, 16, 1, 2, ["a", "b"])
+    assert feats.classifier_dir(two) == feats.classifier_dir(DataInfo(spec, 16, 1, 2,
+                                                                      ["a", "b"]))
+    assert feats.classifier_dir(two) != feats.classifier_dir(DataInfo(spec, 16, 1, 3,
+                                                                      ["a", "b", "c"]))
+    assert feats.classifier_dir(DataInfo("digits", 16, 1, 10, [str(k) for k in range(10)])) \
+        .name == "digits-16px-1ch"
+    # a failed training leaves nothing half-made in the cache
+    monkeypatch.setenv("PIXGEN_CACHE_DIR", str(tmp_path / "cache"))
+
+    def fail(*a, out, **k):  # as a training that dies half way
+        (out / "samples").mkdir(parents=True)
+        raise DataError("no data")
+
+    monkeypatch.setattr(pixgen, "train", fail)
+    with pytest.raises(DataError):
+        feats.load_or_train_classifier(two, progress=False)
+    assert not any((tmp_path / "cache" / "classifiers").iterdir())

@@ -212,7 +212,7 @@ def _knn_reference(real: torch.Tensor, fake: torch.Tensor, k_pr: int, k_dc: int)
     r_pr, f_pr, r_dc = radius(d_rr, k_pr), radius(d_ff, k_pr), radius(d_rr, k_dc)
     precision = (d_rf <= r_pr[:, None]).any(0).double().mean()
     recall = (d_rf <= f_pr[None, :]).any(1).double().mean()
-    inside = d_rf <= r_dc[:, None]
+    inside = d_rf < r_dc[:, None]  # open balls, as Naeem et al.'s code (prdc)
     density = inside.double().sum() / (k_dc * len(fake))
     coverage = inside.any(1).double().mean()
     return [float(v) for v in (precision, recall, density, coverage)]
@@ -220,6 +220,15 @@ def _knn_reference(real: torch.Tensor, fake: torch.Tensor, k_pr: int, k_dc: int)
 
 def _knn_metrics(real, fake):
     return [*M.precision_recall(real, fake, k=3), *M.density_coverage(real, fake, k=5)]
+
+
+def test_copies_of_the_real_set_score_a_density_of_one():
+    """Copies sit exactly on the real points: closed balls counted each one in k + 1 balls
+    (its own and its k-th neighbour's), a density of 1.2 at k = 5 where prdc gives 1."""
+    real = torch.tensor(np.random.default_rng(0).integers(0, 4, (200, 3)), dtype=torch.float64)
+    real = real + torch.arange(200, dtype=torch.float64)[:, None] * 0.01  # lattice ties
+    assert M.density_coverage(real, real.clone()) == pytest.approx((1.0, 1.0))
+    assert M.precision_recall(real, real.clone()) == (1.0, 1.0)
 
 
 def test_knn_metrics_match_reference_and_do_not_depend_on_blocks(monkeypatch):
