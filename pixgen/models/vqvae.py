@@ -115,7 +115,13 @@ class VQVAE(PixgenModel):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Code indices (N, h, w) of images in [-1, 1] (or uint8)."""
-        return self.quantizer.indices(self.encoder(self.input_images(images, "encoding")))
+        return self.codes(self.input_images(images, "encoding"))
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Code indices of float images already checked and on the device (a training
+        batch): :meth:`encode` without its input checks, which read values back."""
+        return self.quantizer.indices(self.encoder(x))
 
     def decode_params(self, indices: torch.Tensor) -> torch.Tensor:
         """The decoder's raw output (mean, and per-pixel scales) for code indices (N, h, w)."""
@@ -256,7 +262,7 @@ class VQVAEPrior(LikelihoodModel):
                         ) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
         labels = self.training_labels(batch)
         with torch.no_grad():
-            codes = self.vqvae.encode(batch.images)
+            codes = self.vqvae.codes(batch.images)
         nll = -self._code_log_prob(codes, labels)
         loss = nll.mean() / codes[0].numel()  # nats per code
         yield "model", loss, {"bits_per_code": loss.detach() / math.log(2),
