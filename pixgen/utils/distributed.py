@@ -172,7 +172,7 @@ def collective_failure(e: BaseException) -> str:
     """What a collective's exception means, in a line, or "" when it is none: another
     process of the run died (its own message says why) or did not answer in time."""
     text = str(e)
-    if not isinstance(e, RuntimeError):
+    if not isinstance(e, RuntimeError) or not launched():  # one process: an error of its own
         return ""
     if "Timed out" in text or "timed out" in text or "Watchdog caught" in text:
         return (f"the other processes did not answer within PIXGEN_DIST_TIMEOUT_MIN "

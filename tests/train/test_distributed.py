@@ -179,6 +179,17 @@ def test_ranks_that_drift_apart_are_caught():
     assert all("differ between ranks" in results[r] for r in range(2)), results
 
 
+def test_collective_failures_are_told_only_under_torchrun(monkeypatch):
+    peer = RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:17808")
+    late = RuntimeError("[unbound_buffer.cc:78] Timed out waiting 60000ms for recv")
+    assert distributed.collective_failure(peer) == ""  # one process: its own error, raised
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.collective_failure(peer).startswith("another process of this run failed")
+    assert "PIXGEN_DIST_TIMEOUT_MIN" in distributed.collective_failure(late)
+    assert distributed.collective_failure(RuntimeError("shape mismatch")) == ""
+    assert distributed.collective_failure(ValueError("Timed out")) == ""
+
+
 def test_single_process_helpers_are_no_ops():
     assert not distributed.active() and distributed.rank() == 0 and distributed.is_main()
     t = torch.ones(3)
