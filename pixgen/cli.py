@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--augment-score: real training images per class (default: 10)")
     p.add_argument("--clf-steps", type=int, default=1500, metavar="N",
                    help="--augment-score: training steps of each classifier (default: 1500)")
+    p.add_argument("--temperature", type=_finite_float, default=None,
+                   help="RUN: sampling temperature, for models that take one (default: the "
+                   "model's; glow's is 0.7)")
+    _add_diffusion_options(p, guidance=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_run_options(p)
     p.set_defaults(func=cmd_eval)
@@ -646,14 +650,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_inner(args: argparse.Namespace, out: Any) -> int:
-    from pixgen.eval.evaluate import evaluate_run, evaluate_sets, format_table
+    from pixgen.eval.evaluate import SAMPLING_FLAGS, evaluate_run, evaluate_sets, format_table
 
     common = dict(features=args.features, data_dir=args.data_dir, device=args.device or "auto",
                   inception_weights=args.inception_weights, progress=not args.no_progress)
     if args.run and (args.real or args.fake):
         raise ConfigError("give either a RUN or --real and --fake, not both")
+    sampling = {k: getattr(args, k) for k in SAMPLING_FLAGS if getattr(args, k) is not None}
+    if sampling and not args.run:
+        raise ConfigError(f"{SAMPLING_FLAGS[next(iter(sampling))]} sets how a RUN is sampled; "
+                          f"a --fake folder is scored as it is")
     if args.augment_score:
-        return _augment_score(args, out)
+        return _augment_score(args, out, sampling)
     if args.run:
         if args.iwae_k < 0:
             raise ConfigError(f"--iwae-k must be 0 (skip) or more, not {args.iwae_k}")
@@ -661,7 +669,7 @@ def _cmd_eval_inner(args: argparse.Namespace, out: Any) -> int:
             raise ConfigError(f"--nll-n must be at least 1, not {args.nll_n}")
         result = evaluate_run(args.run, n=args.n, split=args.split, seed=args.seed,
                               batch_size=args.batch_size, iwae_k=args.iwae_k,
-                              nll_n=args.nll_n, **common)
+                              nll_n=args.nll_n, sampling=sampling, **common)
     elif args.real and args.fake:
         result = evaluate_sets(args.real, args.fake, image_size=args.image_size,
                                channels=args.channels, split=args.split, **common)
@@ -678,7 +686,7 @@ def _cmd_eval_inner(args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
-def _augment_score(args: argparse.Namespace, out: Any) -> int:
+def _augment_score(args: argparse.Namespace, out: Any, sampling: dict[str, Any]) -> int:
     import pixgen
     from pixgen.apps.augment import augment_score
 
@@ -687,7 +695,8 @@ def _augment_score(args: argparse.Namespace, out: Any) -> int:
     model = pixgen.load(args.run, device=args.device or "auto")
     r = augment_score(model, real_per_class=args.real_per_class, n_synthetic=args.n,
                       steps=args.clf_steps, seed=args.seed, data_dir=args.data_dir,
-                      device=args.device or "auto", progress=not args.no_progress)
+                      device=args.device or "auto", progress=not args.no_progress,
+                      sample_kwargs=sampling)
     if args.json:
         print(json.dumps(r, indent=2), file=out)
         return 0

@@ -57,37 +57,47 @@ def mean_and_log_scale(out: torch.Tensor, *, channels: int, log_scale: torch.Ten
     return out[:, :channels], (log_scale + out[:, channels:]).clamp(-7.0, 2.0)
 
 
-def _approx_std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
 def discretized_gaussian_log_likelihood(x: torch.Tensor, *, mean: torch.Tensor,
                                         log_scale: torch.Tensor) -> torch.Tensor:
     """Log-probability, per value, of 8-bit data under a Gaussian discretised to 256 bins.
 
     Follows Ho et al. (2020), eq. 13: the probability of a bin is the Gaussian mass between
     its edges (x -/+ 1/255 in [-1, 1] units); the outermost bins extend to -/+ infinity.
-    Where the mass underflows, the density at the bin centre times the bin width is used
-    (Salimans et al. 2017, PixelCNN++), which keeps gradients alive.
+    The masses are computed in log space from log Phi (``torch.special.log_ndtr``), so they
+    stay exact, with gradients, however far the mean lies from the value: a bin on the far
+    side of the mean is mirrored onto the near side, where Phi does not round to 1. Only a
+    bin so narrow against the scale that its two edges' log Phi round to the same number
+    takes the density at its centre times its width (Salimans et al. 2017, PixelCNN++).
 
     Args:
         x: data in [-1, 1] on the 256-level grid.
         mean: Gaussian means, broadcastable to x.
         log_scale: log standard deviations, broadcastable to x.
     """
+    dtype = torch.promote_types(torch.promote_types(x.dtype, mean.dtype),
+                                torch.promote_types(log_scale.dtype, torch.float32))
+    x, mean, log_scale = x.to(dtype), mean.to(dtype), log_scale.to(dtype)
     centered = x - mean
     inv_std = torch.exp(-log_scale)
     half_bin = 1.0 / 255.0
-    cdf_plus = _approx_std_normal_cdf(inv_std * (centered + half_bin))
-    cdf_min = _approx_std_normal_cdf(inv_std * (centered - half_bin))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    cdf_delta = cdf_plus - cdf_min
+    low, high = x < -0.999, x > 0.999
+    # In standard units, a bin is [z - half, z + half], mirrored about the mean onto its
+    # lower side (z = -|centred|): the mass Phi(b) - Phi(a) is then never a difference of
+    # two numbers that round to 1. The lowest bin is (-inf, centred + half] and the highest,
+    # mirrored, (-inf, half - centred]; their open end is a finite point far enough below,
+    # whose log Phi has a finite gradient (an infinity's would be NaN). Arithmetic
+    # rather than torch.where keeps this cheap in training losses.
+    side = torch.where(low, 1.0, torch.where(high, -1.0, -torch.sign(centered.detach())))
+    z = inv_std * centered * side
+    half = inv_std * half_bin
+    log_b = torch.special.log_ndtr(z + half)
+    # an edge bin's open end: 40 below min(b, 0), where Phi is < e^-800 of Phi(b)
+    far = (low | high).to(dtype) * ((z + half).detach().clamp(min=0) + 40)
+    gap = torch.special.log_ndtr(z - half - far) - log_b  # < 0, or rounded to 0
+    log_mass = log_b + torch.log(-torch.expm1(gap.clamp(max=-1e-6)))
     log_pdf_mid = (-0.5 * (inv_std * centered) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
                    + math.log(2 * half_bin))
-    log_delta = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
-    return torch.where(x < -0.999, log_cdf_plus,
-                       torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+    return torch.where(gap < -1e-6, log_mass, log_pdf_mid)
 
 
 # -- dequantisation -------------------------------------------------------------------------

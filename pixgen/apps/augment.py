@@ -125,8 +125,12 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
     if n_synthetic < info.num_classes:  # the set is class-balanced: each class needs one
         raise ConfigError(f"--n {n_synthetic} cannot cover the {info.num_classes} classes; "
                           f"give at least {info.num_classes}")
+    from pixgen.eval.evaluate import sampling_options
+
+    sample_kwargs = dict(sample_kwargs or {})
+    used = sampling_options(model, sample_kwargs, torch.zeros(1, dtype=torch.long))
     synth, synth_labels = synthesize(model, n_synthetic, seed=seed, progress=progress,
-                                     **(sample_kwargs or {}))
+                                     **sample_kwargs)
     kw = {"image_size": info.image_size, "channels": info.channels, "data_dir": data_dir}
     train = _balanced_subset(load_dataset(info.spec, split="train", **kw), real_per_class, seed)
     test = load_dataset(info.spec, split="test", **kw)
@@ -142,7 +146,7 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
                               "real_per_class_used": counts.tolist(),
                               "n_real": len(train), "n_synthetic": n_synthetic,
                               "n_test": len(test), "classifier_steps": steps,
-                              "batch_size": batch_size, "seed": seed}
+                              "batch_size": batch_size, "seed": seed, "sampling": used}
     tmp = Path(tempfile.mkdtemp(prefix="pixgen-augment-"))
     try:
         sets = {"real": [(train.images, train.labels, "real")],

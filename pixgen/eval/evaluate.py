@@ -26,8 +26,10 @@ from pixgen.eval.features import FeatureExtractor, get_extractor
 from pixgen.train import checkpoint as ckpt
 
 EVAL_JSON = "eval.json"
+#: The Inception Score's parts, as in Salimans et al.'s code and torch-fidelity.
+IS_SPLITS = 10
 #: The fewest images per set that every score accepts: the Inception Score's 10 splits.
-MIN_IMAGES = 10
+MIN_IMAGES = IS_SPLITS
 
 #: (key, label, better, format) for the printed table and the model card.
 ROWS = [
@@ -97,7 +99,7 @@ def score(real: FeatureSet, fake: FeatureSet, *, num_classes: int, seed: int = 0
     out["precision"], out["recall"] = M.precision_recall(real.features, fake.features)
     out["density"], out["coverage"] = M.density_coverage(real.features, fake.features)
     if fake.probs is not None:
-        out["is_mean"], out["is_std"] = M.inception_score(fake.probs)
+        out["is_mean"], out["is_std"] = M.inception_score(fake.probs, splits=IS_SPLITS)
     if fake.probs is not None and num_classes:
         pred = fake.probs.argmax(1)
         hist = M.class_histogram_stats(pred, num_classes)
@@ -145,8 +147,8 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                  split: str = "test", seed: int = 0, device: str = "auto",
                  batch_size: int = 256, data_dir: str | None = None,
                  inception_weights: str | None = None, progress: bool = True,
-                 write: bool = True, iwae_k: int = 1000, nll_n: int | None = None
-                 ) -> dict[str, Any]:
+                 write: bool = True, iwae_k: int = 1000, nll_n: int | None = None,
+                 sampling: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score a trained run against real images; write eval.json and the model card.
 
     Args:
@@ -164,6 +166,9 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         iwae_k: importance samples of the IWAE bound, for models that offer one (the VAE);
             0 skips it.
         nll_n: score bits/dim on the first ``nll_n`` real images only (default: all).
+        sampling: options of the model's sampler (``temperature``; a diffusion model's
+            ``steps``, ``sampler``, ``eta``, ``guidance``); the model's defaults otherwise.
+            The options used, defaults included, are in the result's ``sampling``.
     """
     import pixgen
 
@@ -187,8 +192,10 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
     requested = None
     if model.can("class_conditional"):
         requested = torch.arange(n) % info.num_classes
+    sampling = dict(sampling or {})
+    used = sampling_options(model, sampling, requested)  # refuses unknown options first
     fake_images = pixgen.generate(model, n, seed=seed, labels=requested,
-                                  batch_size=batch_size, progress=progress)
+                                  batch_size=batch_size, progress=progress, **sampling)
     fake = featurize(extractor, generated_to_uint8(fake_images), progress=progress,
                      requested=requested)
     result = score(real, fake, num_classes=extractor.label_classes, seed=seed)
@@ -208,6 +215,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         "real": f"{info.spec} ({split} split, {info.image_size} px)",
         "features": extractor.description, "feature_extractor": features, "seed": seed,
         "batch_size": batch_size,  # the samples a seed gives depend on it
+        "sampling": used, "split": split,
         "step": meta.get("training", {}).get("steps"), "seconds": time.perf_counter() - t0,
     })
     if write:
@@ -215,6 +223,39 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         ckpt.atomic_write_text(run_dir / EVAL_JSON, json.dumps(_clean(result), indent=2) + "\n")
         write_model_card(run_dir, model, result, fake_images[:64])
     return result
+
+
+#: The sampler options `pixgen eval` and `pixgen sample` take, with their flags.
+SAMPLING_FLAGS = {"temperature": "--temperature", "steps": "--steps", "sampler": "--sampler",
+                  "eta": "--eta", "guidance": "--guidance"}
+
+
+def sampling_options(model: Any, given: dict[str, Any], labels: torch.Tensor | None
+                     ) -> dict[str, Any]:
+    """The sampler options that ``model.sample(labels=labels, **given)`` uses, its defaults
+    resolved (a diffusion model's steps, sampler, eta and guidance): what a score depends on
+    besides the seed. An option the model does not take is refused, naming its flag."""
+    import inspect
+
+    params = inspect.signature(model.sample).parameters
+    for key in given:
+        if key not in SAMPLING_FLAGS or key not in params:
+            flag = SAMPLING_FLAGS.get(key, repr(key))
+            takes = ", ".join(SAMPLING_FLAGS[k] for k in SAMPLING_FLAGS if k in params)
+            raise ConfigError(f"{flag}: {model.name} sampling does not take it (it takes: "
+                              f"{takes or 'no options'})")
+    used = {k: given.get(k, params[k].default) for k in SAMPLING_FLAGS if k in params}
+    if hasattr(model, "sampling_defaults"):
+        used["steps"], used["sampler"], used["eta"] = model.sampling_defaults(
+            used.get("steps"), used.get("sampler"), used.get("eta"))
+    if hasattr(model, "resolve_guidance") and "guidance" in used:
+        used["guidance"] = model.resolve_guidance(labels, used["guidance"])
+    return used
+
+
+def sampling_command_flags(sampling: dict[str, Any]) -> str:
+    """``sampling_options``' result as command-line flags (" --temperature 0.7")."""
+    return "".join(f" {SAMPLING_FLAGS[k]} {v}" for k, v in sampling.items())
 
 
 def evaluate_sets(real: str, fake: str | Path, *, features: str = "classifier",
@@ -278,6 +319,14 @@ def notes(result: dict[str, Any]) -> list[str]:
     if "kid_mean" in result and result.get("kid_std") is None:
         out.append("KID: one estimate on the whole sets (a set of at most 1000 images, KID's "
                    "subset size, leaves no subsets to vary, so no std)")
+    if result.get("sampling"):
+        out.append("sampled with " + ", ".join(f"{k} {v}" for k, v in
+                                                 result["sampling"].items()))
+    if result.get("is_mean") is not None:
+        part = result["n_fake"] // IS_SPLITS
+        out.append(f"IS: mean and std over {IS_SPLITS} parts of {part} generated images"
+                   + ("; parts this small bias IS towards 1 (the usual figure takes 10 parts "
+                      "of 5000)" if part < 100 else ""))
     if result.get("bits_per_dim") is not None:
         text = (f"bits/dim: {result.get('bits_per_dim_kind', 'exact')}, on "
                 f"{result.get('bits_per_dim_n', result.get('n_real'))} real images")
@@ -363,6 +412,8 @@ features: {result['features']}.
 
 `pixgen train {meta['model']} --config config.yaml --out NEW_DIR`, then
 `pixgen eval NEW_DIR --n {result['n_fake']} --features {result['feature_extractor']} \
---seed {result.get('seed', 0)} --batch-size {result.get('batch_size', 256)}`.
+--seed {result.get('seed', 0)} --batch-size {result.get('batch_size', 256)}\
+{'' if result.get('split', 'test') == 'test' else ' --split ' + result['split']}\
+{sampling_command_flags(result.get('sampling') or {})}`.
 """
     return ckpt.atomic_write_text(run_dir / "README.md", text)

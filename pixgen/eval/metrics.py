@@ -171,16 +171,30 @@ def _poly_kernel(x: torch.Tensor, y: torch.Tensor, *, degree: int, gamma: float,
     return (x @ y.T).to(torch.float64).mul_(gamma).add_(coef).pow_(degree)
 
 
+def _kernel_sum(x: torch.Tensor, y: torch.Tensor, *, same: bool, degree: int, gamma: float,
+                coef: float) -> torch.Tensor:
+    """Sum of the kernel matrix k(x_i, y_j), without its diagonal when ``same`` (y is x).
+
+    Computed in row blocks of at most ``_BLOCK_BYTES``, so a whole-set estimate over tens of
+    thousands of real images does not hold their N x N kernel in memory."""
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    step = _row_block(len(y), torch.float64)
+    for i in range(0, len(x), step):
+        k = _poly_kernel(x[i:i + step], y, degree=degree, gamma=gamma, coef=coef)
+        total += k.sum()
+        if same:
+            total -= k[:, i:i + step].diagonal().sum()
+    return total
+
+
 def _unbiased_mmd2(x: torch.Tensor, y: torch.Tensor, *, degree: int, gamma: float,
                    coef: float) -> torch.Tensor:
     """Unbiased MMD^2 (Gretton et al. 2012, "A kernel two-sample test", eq. 3)."""
     m, n = len(x), len(y)
-    k_xx = _poly_kernel(x, x, degree=degree, gamma=gamma, coef=coef)
-    k_yy = _poly_kernel(y, y, degree=degree, gamma=gamma, coef=coef)
-    k_xy = _poly_kernel(x, y, degree=degree, gamma=gamma, coef=coef)
-    return ((k_xx.sum() - k_xx.trace()) / (m * (m - 1))
-            + (k_yy.sum() - k_yy.trace()) / (n * (n - 1))
-            - 2 * k_xy.sum() / (m * n))
+    kw = dict(degree=degree, gamma=gamma, coef=coef)
+    return (_kernel_sum(x, x, same=True, **kw) / (m * (m - 1))
+            + _kernel_sum(y, y, same=True, **kw) / (n * (n - 1))
+            - 2 * _kernel_sum(x, y, same=False, **kw) / (m * n))
 
 
 def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 100,

@@ -324,19 +324,31 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         """Minus the variational bound (Ho et al. 2020, eq. 5) in nats per image: the prior
         term, T - 1 KL terms and the discretised decoder, with the model's fixed variance.
         A class-conditional model trained with label dropout scores unlabelled images with
-        its unconditional mode (a model of p(x)); without dropout, by the class marginal."""
+        its unconditional mode (a model of p(x)); without dropout, by the class marginal,
+        logsumexp_y(-bound_y) - log K, every class's bound taking the same noise. Independent
+        noise per class would bias that log-sum-exp upwards (Jensen), past log p(x); with
+        shared noise it is exact when the classes agree and, when one class dominates, that
+        class's bound. The noise comes from one draw of torch's global generator."""
         images = self.input_images(images, "log_prob")
+        seed = int(torch.randint(2**62, (1,)))
+
+        def bound(y: torch.Tensor | None) -> torch.Tensor:
+            gen = torch.Generator(device=images.device).manual_seed(seed)
+            return self._bound(images, y, generator=gen)
+
         if self.num_classes and labels is None and self.cond_drop > 0:
             labels = torch.full((len(images),), self.num_classes, dtype=torch.long,
                                 device=images.device)
-            return -self._bound(images, labels)
-        return self.marginal_or_conditional(lambda y: -self._bound(images, y), images, labels)
+            return -bound(labels)
+        return self.marginal_or_conditional(lambda y: -bound(y), images, labels)
 
-    def _bound(self, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _bound(self, x0: torch.Tensor, labels: torch.Tensor | None, *,
+               generator: torch.Generator) -> torch.Tensor:
         p = self.process
         total = p.prior_kl(x0)
         for t in range(p.timesteps):
-            noise = torch.randn_like(x0)
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device,
+                                dtype=x0.dtype)
             x_t = p.q_sample(x0, t, noise)
             out = self.net(x_t, torch.full((len(x0),), t, device=x0.device), labels)
             x0_pred, _ = p.split(x_t, t, out)

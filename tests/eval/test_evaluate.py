@@ -115,6 +115,25 @@ def test_evaluate_run_writes_report_and_model_card(cache, tmp_path, capsys):
     # The same seed gives the same numbers.
     again = evaluate_run(run, n=200, progress=False, write=False)
     assert again["fid"] == pytest.approx(result["fid"], rel=1e-6)
+    # What the samples were drawn with, defaults included, and how IS was split
+    assert result["sampling"] == {"temperature": 1.0}
+    assert "(sampled with temperature 1.0)" in out and "- sampled with temperature 1.0" in card
+    assert "--seed 0 --batch-size 256 --temperature 1.0`" in card
+    assert "(IS: mean and std over 10 parts of 20 generated images; parts this small" in out
+    # another temperature gives other samples, and says so
+    assert main(["eval", str(run), "--n", "200", "--no-progress", "--temperature", "0.5",
+                 "--split", "train"]) == 0
+    cold = json.loads((run / "eval.json").read_text())
+    assert cold["sampling"] == {"temperature": 0.5} and cold["fid"] != result["fid"]
+    card = (run / "README.md").read_text()
+    assert "--batch-size 256 --split train --temperature 0.5`" in card
+    # options the model does not take, and sampling flags without a run, are refused
+    with pytest.raises(ConfigError, match=r"--steps: vae sampling does not take it \(it "
+                       r"takes: --temperature\)"):
+        evaluate_run(run, n=20, progress=False, write=False, sampling={"steps": 5})
+    capsys.readouterr()
+    assert main(["eval", "--real", "digits", "--fake", str(tmp_path), "--eta", "0"]) == 2
+    assert "--eta sets how a RUN is sampled" in capsys.readouterr().err
 
 
 def test_diverged_samples_are_refused_not_scored(cache, tmp_path, capsys, monkeypatch):

@@ -152,6 +152,22 @@ def test_kid_matches_reference_on_whole_sets_of_different_sizes():
         M.kid_from_features(real, fake, subsets=3, subset_size=50, generator=_gen(4))
 
 
+def test_kid_whole_set_kernels_are_summed_in_blocks(monkeypatch):
+    # A whole-set estimate (a fake set no larger than the subset size) against a large real
+    # set must not build the real set's N x N kernel: 50,000 real images would need 20 GB.
+    real, fake = _gaussian(157, 8, seed=1), _gaussian(40, 8, seed=2, scale=1.5)
+    expected = _mmd2_unbiased_reference(real.numpy(), fake.numpy())
+    monkeypatch.setattr(M, "_BLOCK_BYTES", 8 * 157 * 10)  # 10-row blocks of 157 columns
+    shapes = []
+    kernel = M._poly_kernel
+    monkeypatch.setattr(M, "_poly_kernel", lambda x, y, **kw: shapes.append(
+        (len(x), len(y))) or kernel(x, y, **kw))
+    mean, std = M.kid_from_features(real, fake, subsets=3, subset_size=1000, generator=_gen())
+    assert std is None and mean == pytest.approx(expected, abs=1e-12)
+    assert max(rows * cols for rows, cols in shapes) <= 10 * 157
+    assert sum(rows for rows, cols in shapes if cols == 157) == 157  # every real row, once
+
+
 def test_kid_is_unbiased():
     g = _gen(9)
     x = torch.randn(6000, 16, generator=g, dtype=torch.float64)

@@ -137,6 +137,25 @@ def test_bound_of_a_conditional_model_uses_the_null_class_or_the_marginal():
     assert marginal == pytest.approx(given + 1 / 64, abs=0.05)
 
 
+def test_class_marginal_bound_shares_the_noise_between_classes():
+    # Two classes with the same image: the marginal must equal either conditional. With
+    # noise drawn afresh per class, the log-sum-exp of the noisy bounds overshot (Jensen).
+    torch.manual_seed(0)
+    model = Diffusion(image_size=8, channels=1, num_classes=2, cond_drop=0.0,
+                      **{**TINY, "timesteps": 20}).eval()
+    with torch.no_grad():
+        model.net.class_emb.weight[1] = model.net.class_emb.weight[0]
+    x = torch.randint(0, 256, (2, 1, 8, 8)) / 127.5 - 1
+    torch.manual_seed(0)
+    marginal = model.log_prob(x)
+    torch.manual_seed(0)
+    given = model.log_prob(x, torch.tensor([1, 1]))
+    torch.manual_seed(1)
+    other_noise = model.log_prob(x, torch.tensor([1, 1]))
+    assert torch.allclose(marginal, given, rtol=1e-6, atol=1e-4)
+    assert not torch.allclose(given, other_noise)  # the noise matters: the test can fail
+
+
 def test_model_validation():
     with pytest.raises(ConfigError, match="schedule must be one of"):
         Diffusion(image_size=8, schedule="sigmoid")

@@ -26,6 +26,46 @@ def test_discretized_gaussian_is_a_distribution_over_the_256_levels(mean, scale)
     assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_discretized_gaussian_is_exact_far_from_the_mean_with_gradients(dtype):
+    # A value many standard deviations from the mean: Phi rounds to 0 or 1 there, which once
+    # pinned every edge bin (most pixels of a digit: its background) at log 1e-12 = -27.6,
+    # with no gradient, and made the reported NLL too low to be a bound.
+    stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    h, s = 1 / 255, 0.01
+    cases = [(-1.0, -0.9), (-1.0, 0.0), (1.0, 0.9), (1.0, -0.5), (0.5, 0.2), (0.5, 0.8),
+             (-0.3, 0.5), (0.0, 0.0)]
+    x = torch.tensor([c[0] for c in cases], dtype=dtype)
+    mean = torch.tensor([c[1] for c in cases], dtype=dtype, requires_grad=True)
+    logp = discretized_gaussian_log_likelihood(x, mean=mean,
+                                               log_scale=torch.tensor(math.log(s), dtype=dtype))
+    logp.sum().backward()
+    for (xv, m), got, grad in zip(cases, logp.tolist(), mean.grad.tolist()):
+        lo, hi = (xv - h - m) / s, (xv + h - m) / s
+        if xv == -1.0:
+            exact = stats.norm.logcdf(hi)
+        elif xv == 1.0:
+            exact = stats.norm.logsf(lo)
+        else:  # the mass on the side of the mean where it does not round away
+            ends = ([stats.norm.logcdf(hi), stats.norm.logcdf(lo)] if xv < m else
+                    [stats.norm.logsf(lo), stats.norm.logsf(hi)])
+            exact = float(special.logsumexp(ends, b=[1, -1]))
+        assert got == pytest.approx(exact, rel=1e-5, abs=1e-5), (xv, m)
+        if abs(xv - m) > 0.05:  # pulled towards the value, hard
+            assert math.copysign(1, grad) == math.copysign(1, xv - m) and abs(grad) > 100
+
+
+def test_discretized_gaussian_gradients_are_finite_everywhere():
+    x = GRID.float().repeat(5)
+    mean = torch.linspace(-3, 3, len(x)).requires_grad_()
+    log_scale = torch.linspace(-7, 2, len(x)).flip(0).requires_grad_()
+    logp = discretized_gaussian_log_likelihood(x, mean=mean, log_scale=log_scale)
+    logp.sum().backward()
+    assert torch.isfinite(logp).all() and (logp <= 0).all()
+    assert torch.isfinite(mean.grad).all() and torch.isfinite(log_scale.grad).all()
+
+
 def test_bits_per_dim_of_the_uniform_distribution_is_8():
     d = 3 * 16 * 16
     assert bits_per_dim(d * math.log(256), d) == pytest.approx(8.0)
