@@ -5,6 +5,7 @@ and train-on-synthetic / test-on-real accuracy)."""
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,14 @@ def synthesize(model: PixgenModel, n: int, *, seed: int = 0, batch_size: int = 2
     their labels."""
     import pixgen
 
+    labels = _balanced_labels(model, n)
+    images = pixgen.generate(model, n, seed=seed, labels=labels, batch_size=batch_size,
+                             progress=progress, **sample_kwargs)
+    return transforms.to_uint8(images), labels
+
+
+def _balanced_labels(model: PixgenModel, n: int) -> torch.Tensor:
+    """Classes 0, 1, ..., K-1, 0, ... for ``n`` samples of a class-conditional model."""
     model.require("sample", "augmentation")
     if not model.can("class_conditional"):
         import inspect
@@ -53,18 +62,18 @@ def synthesize(model: PixgenModel, n: int, *, seed: int = 0, batch_size: int = 2
                           f"{', '.join(able)} on labelled data)")
     if n < 1:
         raise ConfigError(f"--n must be at least 1, not {n}")
-    labels = torch.arange(n) % model.config["num_classes"]
-    images = pixgen.generate(model, n, seed=seed, labels=labels, batch_size=batch_size,
-                             progress=progress, **sample_kwargs)
-    return transforms.to_uint8(images), labels
+    return torch.arange(n) % model.config["num_classes"]
+
+
+def _image_name(i: int, n: int, prefix: str = "") -> str:
+    return f"{prefix}{i:0{max(6, len(str(n - 1)))}d}.png"
 
 
 def write_class_folders(images: torch.Tensor, labels: torch.Tensor, out: str | Path,
                         folders: list[str], *, prefix: str = "") -> list[Path]:
     """One PNG per image in ``out/<class folder>/<prefix><index>.png``."""
     out = Path(out).expanduser()
-    width = max(6, len(str(len(images) - 1)))
-    return [save_image(img, out / folders[int(y)] / f"{prefix}{i:0{width}d}.png")
+    return [save_image(img, out / folders[int(y)] / _image_name(i, len(images), prefix))
             for i, (img, y) in enumerate(zip(images, labels))]
 
 
@@ -74,18 +83,41 @@ def augment(model: PixgenModel, n: int, out: str | Path, *, seed: int = 0,
     """Write ``n`` class-balanced synthetic images into ``out/<class>/``, a layout that
     `--data folder:OUT` (or any class-subfolder loader) reads back with the same labels.
 
+    The images are written batch by batch (a set larger than memory is fine) into a hidden
+    folder beside ``out``, renamed to ``out`` when the last one is written: an interrupted
+    or failed run leaves no partial set behind.
+
     Returns:
         The paths written.
     """
+    from pixgen.sampling import generate_batches
+
     out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} is not empty; choose a new folder so synthetic sets "
-                          f"are never mixed")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} is {'not empty' if out.is_dir() else 'a file'}; "
+                          f"choose a new folder so synthetic sets are never mixed")
     info = DataInfo(**model.meta["data"]) if getattr(model, "meta", None) else None
-    images, labels = synthesize(model, n, seed=seed, batch_size=batch_size, progress=progress,
-                                **sample_kwargs)
+    labels = _balanced_labels(model, n)
     folders = class_folders(info.class_names if info else [], model.config["num_classes"])
-    return write_class_folders(images, labels, out, folders)
+    batches = generate_batches(model, n, seed=seed, labels=labels, batch_size=batch_size,
+                               progress=progress, **sample_kwargs)  # checks the options
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        names = []
+        for batch in batches:
+            for img in transforms.to_uint8(batch):
+                i = len(names)
+                names.append(Path(folders[int(labels[i])]) / _image_name(i, n))
+                save_image(img, tmp / names[-1])
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / name for name in names]
 
 
 def _balanced_subset(data: ImageData, per_class: int, seed: int) -> ImageData:

@@ -116,10 +116,17 @@ def _teardown() -> None:
 
 
 def device_for_rank(device: torch.device) -> torch.device:
-    """A CUDA device without an index means this process's GPU (LOCAL_RANK)."""
-    if active() and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
+    """A CUDA device without an index means this process's GPU (LOCAL_RANK). An index other
+    than that GPU's is refused: every process would train on the one GPU named."""
+    if not (active() and device.type == "cuda"):
+        return device
+    own = torch.device("cuda", torch.cuda.current_device())
+    if device.index is not None and device != own:
+        raise ConfigError(f"--device {device} under torchrun: every process would train on "
+                          f"that one GPU; use --device cuda (each process takes the GPU of "
+                          f"its LOCAL_RANK, here {own}) and choose the GPUs with "
+                          f"CUDA_VISIBLE_DEVICES")
+    return own
 
 
 def _comm_device() -> torch.device:

@@ -291,7 +291,7 @@ def test_synthesize_is_balanced_and_needs_a_conditional_model():
 
 
 # -- end to end, CLI ----------------------------------------------------------------------
-def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
+def test_apps_end_to_end_from_the_cli(tmp_path, capsys, monkeypatch):
     vae = tmp_path / "vae"
     pixgen.train("vae", data="digits", image_size=16, steps=2, batch_size=8, out=vae,
                  progress=False, overrides=tiny_overrides(), width=8, latent_dim=2)
@@ -344,6 +344,27 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys):
     assert back.class_names == [str(k) for k in range(10)]
     assert main(["augment", str(cgan), "--n", "5", "--out", str(tmp_path / "synth")]) == 2
     assert "not empty" in capsys.readouterr().err
+    # written batch by batch, the same images as one pass; an interrupted run leaves nothing
+    from pixgen.apps import augment as aug
+
+    model = pixgen.load(cgan)
+    paths = aug.augment(model, 23, tmp_path / "streamed", batch_size=5)
+    images, labels = synthesize(model, 23, batch_size=5)
+    assert [p.parent.name for p in paths] == [str(int(y)) for y in labels]
+    for path, image in zip(paths, images):
+        assert np.array_equal(np.array(Image.open(path)), image[0].numpy())
+    calls, real_save = [], aug.save_image
+
+    def stopped(*args):
+        calls.append(args)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return real_save(*args)
+
+    monkeypatch.setattr(aug, "save_image", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        aug.augment(model, 23, tmp_path / "cut", batch_size=5)
+    assert len(calls) == 9 and not [p for p in tmp_path.iterdir() if "cut" in p.name]
     assert main(["interpolate", str(cgan), "--images", str(tmp_path / "0.png"),
                  str(tmp_path / "1.png")]) == 2  # the hint names models that can (not vqvae)
     assert "'cgan' does not (models that do: diffusion, glow, vae)" in capsys.readouterr().err

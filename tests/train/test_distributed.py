@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pixgen.errors import PixgenError
+from pixgen.errors import ConfigError, PixgenError
 from pixgen.utils import distributed
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -198,3 +198,17 @@ def test_single_process_helpers_are_no_ops():
     assert t.tolist() == [1, 1, 1]
     assert distributed.on_main(lambda: 7) == 7
     assert distributed.all_gather_objects("x") == ["x"]
+
+
+def test_each_process_trains_on_its_own_gpu(monkeypatch):
+    # `--device cuda:1` under torchrun put every process on GPU 1 (NCCL then fails, or the
+    # processes share one GPU); a bare `cuda` is each process's LOCAL_RANK GPU.
+    assert distributed.device_for_rank(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert distributed.device_for_rank(torch.device("cuda")) == torch.device("cuda", 0)
+    assert distributed.device_for_rank(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    assert distributed.device_for_rank(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="--device cuda:1 under torchrun: every process would "
+                       "train on that one GPU; use --device cuda"):
+        distributed.device_for_rank(torch.device("cuda", 1))
