@@ -246,12 +246,17 @@ def repaint_levels(steps: int, *, jump: int, resample: int) -> list[int]:
     level going back up ``jump`` levels, ``resample - 1`` times, so the known and generated
     regions are harmonised.
 
+    As in the authors' ``get_schedule_jump`` (their timestep t is level t + 1 here): the
+    jumps start from levels 1, 1 + jump, ... up to ``steps - jump``, so the chain never
+    jumps from the top block, and the clean image (level 0) is reached once, at the end,
+    never noised again.
+
     Returns:
         The levels visited, from ``steps`` to 0; consecutive entries differ by one.
     """
     if jump < 1 or resample < 1:
         raise ConfigError("RePaint's jump length and resampling count must be at least 1")
-    left = {k: resample - 1 for k in range(0, steps - jump + 1, jump)}
+    left = {k: resample - 1 for k in range(1, steps - jump + 1, jump)}
     levels, k = [steps], steps
     while k > 0:
         k -= 1

@@ -182,9 +182,26 @@ def test_repaint_schedule():
     assert all(abs(a - b) == 1 for a, b in zip(levels, levels[1:]))
     downs = sum(b < a for a, b in zip(levels, levels[1:]))
     ups = sum(b > a for a, b in zip(levels, levels[1:]))
-    assert ups == 2 * 5 * 4  # levels 0, 5, 10, 15: 2 extra passes of 5 levels each
+    assert ups == 2 * 5 * 3  # from levels 1, 6, 11: 2 extra passes of 5 levels each
     assert downs == 20 + ups
+    assert levels.count(0) == 1  # the finished image is never noised again
     assert repaint_levels(10, jump=5, resample=1) == list(range(10, -1, -1))
+
+    def authors(t_T, jump, resample):  # Lugmayr et al.'s schedule, in their timesteps
+        left = {t: resample - 1 for t in range(0, t_T - jump, jump)}
+        t, ts = t_T, []
+        while t >= 1:
+            t -= 1
+            ts.append(t)
+            if left.get(t, 0) > 0:
+                left[t] -= 1
+                ts.extend(range(t + 1, t + jump + 1))
+                t += jump
+        return ts + [-1]
+
+    for steps, jump, resample in [(20, 5, 3), (100, 10, 5), (250, 10, 10), (7, 3, 2)]:
+        assert repaint_levels(steps, jump=jump, resample=resample) == \
+            [t + 1 for t in authors(steps, jump, resample)]
 
 
 def test_gaussian_kl_and_prior_term():
