@@ -4,7 +4,8 @@ The trainer feeds a :class:`StabilityMonitor` three things it already has:
 
 - every log step's mean values, which the model itself judges (``model.diagnose``; a GAN
   flags a discriminator that tells every real image from every fake);
-- every sample grid, whose diversity is compared with the training data's (mode collapse);
+- every sample grid, whose diversity is compared with the training data's (mode collapse:
+  a fall from diverse samples, or samples that stay near-identical for several grids);
 - every evaluation, whose class coverage is compared with the best so far.
 
 Each alarm is printed once per session and logged as ``diag/<name> = 1``; the diversity ratio
@@ -57,17 +58,19 @@ class StabilityMonitor:
         self.streak: dict[str, int] = {}
         self.best_ratio = 0.0
         self.best_classes = 0
+        self.low_grids = 0  # sample grids in a row below the floor
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to judge as an uninterrupted one would (alarms are
         printed again in a new session)."""
         return {"streak": dict(self.streak), "best_ratio": self.best_ratio,
-                "best_classes": self.best_classes}
+                "best_classes": self.best_classes, "low_grids": self.low_grids}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.streak = {k: int(v) for k, v in state.get("streak", {}).items()}
         self.best_ratio = float(state.get("best_ratio", 0.0))
         self.best_classes = int(state.get("best_classes", 0))
+        self.low_grids = int(state.get("low_grids", 0))
 
     def _alarm(self, step: int, name: str, message: str, logger: Any) -> None:
         logger.log(step, {f"diag/{name}": 1.0})
@@ -90,11 +93,16 @@ class StabilityMonitor:
         ratio = sample_diversity(images) / self.real_diversity
         logger.log(step, {"diag/diversity": ratio})
         floor = max(COLLAPSE_RATIO, FALL_RATIO * self.best_ratio)
-        if ratio < floor:
-            best = (f" (best so far {self.best_ratio:.0%})" if self.best_ratio > 0 else "")
+        self.low_grids = self.low_grids + 1 if ratio < floor else 0
+        # A collapse is a fall from diverse samples. Samples that were never diverse (an
+        # untrained generator's first grids are near-constant) raise it only when they stay
+        # so for PERSIST grids in a row.
+        if self.low_grids and (self.best_ratio >= COLLAPSE_RATIO or self.low_grids >= PERSIST):
+            best = (f"; best so far {self.best_ratio:.0%}" if self.best_ratio > 0 else "")
             self._alarm(step, "mode_collapse",
                         f"possible mode collapse: the samples' diversity is {ratio:.0%} of the "
-                        f"training data's{best}; look at the latest grid in samples/", logger)
+                        f"training data's ({self.low_grids} grid(s) in a row below "
+                        f"{floor:.0%}{best}); look at the latest grid in samples/", logger)
         self.best_ratio = max(self.best_ratio, min(ratio, 1.0))
         return ratio
 

@@ -56,6 +56,20 @@ def test_falling_diversity_raises_the_alarm(capsys):
     assert any(v.get("diag/mode_collapse") for _, v in log.lines)
 
 
+def test_samples_never_diverse_yet_raise_the_alarm_only_when_they_stay_so(capsys):
+    # An untrained generator's first grids are near-constant: no collapse, not yet.
+    flat = real_images(1).expand(64, -1, -1, -1) * 0.05
+    for outcome in ("recovers", "stays"):
+        monitor, log = StabilityMonitor(Quiet(), real_images()), Log()
+        monitor.on_samples(2, flat, log)
+        monitor.on_samples(4, flat, log)
+        monitor.on_samples(6, real_images() if outcome == "recovers" else flat, log)
+        alarms = [s for s, v in log.lines if v.get("diag/mode_collapse")]
+        assert alarms == ([] if outcome == "recovers" else [6])
+        printed = str(capsys.readouterr())
+        assert ("3 grid(s) in a row below 35%" in printed) == (outcome == "stays")
+
+
 def test_model_alarms_need_to_persist():
     monitor, log = StabilityMonitor(Quiet(), real_images()), Log()
     for step, bad in enumerate([1, 1, 0, 1, 1, 1]):
@@ -82,15 +96,17 @@ def test_a_collapsing_generator_is_reported_during_training(tmp_path, monkeypatc
         return torch.zeros(n, *self.shape)
 
     monkeypatch.setattr(pixgen.registry.MODELS.get("gan-mlp"), "sample", collapsed)
-    pixgen.train("gan-mlp", data="digits", steps=4, batch_size=16, image_size=16,
+    pixgen.train("gan-mlp", data="digits", steps=6, batch_size=16, image_size=16,
                  out=tmp_path / "r", progress=False,
                  overrides=tiny_overrides(**{"train.sample_every": 2}),
                  **TINY_MODEL_ARGS["gan-mlp"])
     out = capsys.readouterr()
     assert (out.out + out.err).count("possible mode collapse") == 1
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [2, 4]  # one line per step, diagnostics included
-    assert all(x["diag/mode_collapse"] == 1 and x["diag/diversity"] < 0.01 for x in lines)
+    assert [x["step"] for x in lines] == [2, 4, 6]  # one line per step, diagnostics included
+    assert all(x["diag/diversity"] < 0.01 for x in lines)
+    # never diverse: alarmed once it stays so for three grids
+    assert [x.get("diag/mode_collapse") for x in lines] == [None, None, 1]
     assert all("disc/accuracy" in x and "gen/grad_norm" in x for x in lines)
 
 
