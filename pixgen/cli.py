@@ -951,7 +951,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     tr = info["training"]
     if tr:
         print(f"training     {tr.get('steps')} steps, batch {tr.get('batch_size')}, "
-              f"{tr.get('seconds', 0):.0f} s, seed {tr.get('seed')}, "
+              f"{tr.get('seconds') or 0:.0f} s, seed {tr.get('seed')}, "
               f"EMA half-life {tr.get('ema_halflife_kimg')} kimg")
     print(f"capabilities {', '.join(info['capabilities']) or '(sampling only)'}")
     if last:

@@ -398,7 +398,7 @@ features: {result['features']}.
 - constructor arguments: `{json.dumps(meta['config'])}`
 - data: `{json.dumps({k: v for k, v in meta['data'].items() if k != 'class_names'})}`
 - training: {training.get('steps')} steps of batch {training.get('batch_size')}, \
-{training.get('seconds', 0):.0f} s, seed {training.get('seed')}, EMA half-life \
+{training.get('seconds') or 0:.0f} s, seed {training.get('seed')}, EMA half-life \
 {training.get('ema_halflife_kimg')} kimg
 - versions: `{json.dumps(meta.get('versions', {}))}`
 

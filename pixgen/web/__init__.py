@@ -74,34 +74,61 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
 
     if importlib.util.find_spec("gradio") is None:
         _import_gradio()  # raises the install hint
+    global _running
+    if _running is not None and getattr(_running, "is_running", False):
+        raise ConfigError(f"a pixgen web app already runs in this process "
+                          f"({_running.local_url}); close it first (demo.close()): Gradio's "
+                          f"upload folder is one per process")
     served = Runs(runs, device=device)
     # Gradio keeps uploads and outputs in a cache folder: a private one per server, removed
     # when the server stops (or, for block=False, when Python exits)
     cache = tempfile.mkdtemp(prefix="pixgen-web-")
+    before = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = cache
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     _import_gradio()
     from pixgen.web.app import CSS, build_app
 
-    # an upload that decodes to more pixels than this is refused before decoding
-    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
     if host not in LOOPBACK:
         print(f"warning: --host {host} makes this app reachable from other machines on the "
               f"network; it has no login, so anyone who can reach port {port} can use the "
               f"models. Use the default (127.0.0.1) unless you mean it.", file=sys.stderr)
     demo = build_app(served)
     demo.queue(default_concurrency_limit=1, max_size=64)
-    demo.launch(server_name=host, server_port=port or None, share=False,
-                inbrowser=open_browser, prevent_thread_lock=True, quiet=True,
-                show_error=True, max_file_size=int(max_upload_mb * 1024 * 1024),
-                allowed_paths=[], blocked_paths=[str(r.path) for r in served.runs.values()],
-                ssr_mode=False, mcp_server=False, enable_monitoring=False, css=CSS,
-                footer_links=["api", "settings"])
+    try:
+        demo.launch(server_name=host, server_port=port or None, share=False,
+                    inbrowser=open_browser, prevent_thread_lock=True, quiet=True,
+                    show_error=True, max_file_size=int(max_upload_mb * 1024 * 1024),
+                    allowed_paths=[], blocked_paths=[str(r.path) for r in served.runs.values()],
+                    ssr_mode=False, mcp_server=False, enable_monitoring=False, css=CSS,
+                    footer_links=["api", "settings"])
+    except OSError as e:  # the port is taken, or the host is not this machine's
+        shutil.rmtree(cache, ignore_errors=True)
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+        where = f"port {port}" if port else "a free port from 7860"
+        raise ConfigError(f"cannot listen on {host}, {where}: {str(e).split('. ')[0]}; choose "
+                          f"another with --port (0: the first free one from 7860) or check "
+                          f"--host") from None
+    _running = demo
+    # an upload that decodes to more pixels than this is refused before decoding
+    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
     names = ", ".join(served.runs)
     print(f"pixgen serve: {demo.local_url} ({len(served.runs)} run(s): {names}); uploads up "
           f"to {max_upload_mb:g} MB; Ctrl-C to stop", flush=True)
     if block:
+        import signal
+        import threading
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            # `kill` stops the server as Ctrl-C does: the uploads folder is removed
+            signal.signal(signal.SIGTERM, stop)
         try:
             demo.block_thread()
         except KeyboardInterrupt:
@@ -110,3 +137,6 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
             demo.close()
             shutil.rmtree(cache, ignore_errors=True)
     return demo
+
+
+_running: Any = None

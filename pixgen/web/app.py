@@ -70,9 +70,11 @@ def _why_markdown(runs: Runs, tab: str, what: str) -> str:
     return f"Runs not listed here cannot {what}:\n\n{missing}" if missing else ""
 
 
-def _class_update(model: Any, visible_if: bool = True) -> Any:
+def _class_update(model: Any, visible_if: bool = True, *, any_class: bool = True) -> Any:
     classes = backend.class_choices(model)
-    return gr.update(choices=["any"] + classes, value="any", visible=bool(classes) and visible_if)
+    choices = (["any"] if any_class else []) + classes
+    return gr.update(choices=choices, value=choices[0] if choices else None,
+                     visible=bool(classes) and visible_if)
 
 
 def _options_updates(runs: Runs, name: str, method: str) -> list[Any]:
@@ -159,7 +161,8 @@ def _interpolate_tab(runs: Runs) -> None:
                 seed_a = gr.Number(0, label="seed A", precision=0, minimum=0)
                 seed_b = gr.Number(1, label="seed B", precision=0, minimum=0)
             method = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
-            label = gr.Dropdown(["any"] + classes, value="any", label="class",
+            # a path keeps one class from end to end: a class, not "any"
+            label = gr.Dropdown(classes, value=classes[0] if classes else None, label="class",
                                 visible=bool(classes))
             steps = gr.Slider(1, backend.MAX_STEPS, value=dec or 50, step=1,
                               label="sampling steps (DDIM)", visible=dec is not None)
@@ -174,8 +177,8 @@ def _interpolate_tab(runs: Runs) -> None:
     state = gr.State([])
 
     def options(name: str) -> list[Any]:
-        cls, _, st, _ = _options_updates(runs, name, "decode")
-        return [cls, st]
+        _, _, st, _ = _options_updates(runs, name, "decode")
+        return [_class_update(runs.get(name).model, any_class=False), st]
 
     run.change(options, run, [label, steps])
 

@@ -291,6 +291,9 @@ def interpolate(runs: Runs, name: str, *, n: Any = 8, seed_a: Any = 0, seed_b: A
     if method not in ("slerp", "lerp"):
         raise WebError(f"unknown method {str(method)[:20]!r}; use slerp or lerp")
     k = _label(model, label)
+    if k is None and model.can("class_conditional"):  # a path keeps one class throughout
+        raise WebError("choose the class of the path (a class-conditional model draws every "
+                       "frame of one class)")
     kw = _sampling_kwargs(model, "decode", steps=steps) if hasattr(model, "decode") else {}
     with run.lock:
         frames = pixgen.interpolate(model, n=n, method=method, seeds=seeds,
@@ -315,10 +318,16 @@ def builtin_examples(runs: Runs, name: str) -> list[tuple[str, np.ndarray]]:
                                   channels=model.config["channels"], download=False,
                                   num_images=BUILTIN_EXAMPLES)
                 k = max(1, EXAMPLE_DISPLAY_SIZE // model.config["image_size"])
-                for i in range(min(BUILTIN_EXAMPLES, len(ds.images))):
-                    img = to_display(ds.images[i:i + 1], padding=0)
-                    examples.append((f"{spec} test #{i}",
-                                     img.repeat(k, axis=0).repeat(k, axis=1)))
+                # unpaired data: half from each domain, named, so BtoA has B images to take
+                sets = ([(f"{spec} {ds.domains[0]} test", ds.images[:BUILTIN_EXAMPLES // 2]),
+                         (f"{spec} {ds.domains[1]} test", ds.images_b[:BUILTIN_EXAMPLES // 2])]
+                        if ds.images_b is not None and len(ds.domains) == 2 else
+                        [(f"{spec} test", ds.images[:BUILTIN_EXAMPLES])])
+                for caption, images in sets:
+                    for i in range(len(images)):
+                        img = to_display(images[i:i + 1], padding=0)
+                        examples.append((f"{caption} #{i}",
+                                         img.repeat(k, axis=0).repeat(k, axis=1)))
             except (PixgenError, OSError):
                 examples = []
         run._examples = examples
@@ -345,10 +354,15 @@ def _mask_from_layers(editor: Any, size: int) -> torch.Tensor | None:
         drawn = m if drawn is None else drawn | m
     if drawn is None or not drawn.any():
         return None
-    # a model pixel is filled when painted strokes cover over a quarter of it
+    # a model pixel is filled when painted strokes cover over a quarter of it; a stroke too
+    # thin to cover any pixel that much fills every pixel it touches
     t = torch.from_numpy(drawn)[None, None].float()
     t = transforms.center_crop(t)
-    return torch.nn.functional.interpolate(t, size=(size, size), mode="area") > 0.25
+    cover = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
+    if not cover.any():
+        raise WebError("the painted strokes lie outside the centre square the model sees; "
+                       "paint inside it")
+    return cover > 0.25 if (cover > 0.25).any() else cover > 0
 
 
 def inpaint(runs: Runs, name: str, *, image: Any, mask: str = "drawn", seed: Any = 0,
@@ -476,7 +490,7 @@ def model_card(runs: Runs, name: str) -> dict[str, Any]:
              f"x {model.config.get('image_size')}",
              f"- **data:** {json.dumps(data)}" if data else "",
              (f"- **training:** {tr.get('steps')} steps, batch {tr.get('batch_size')}, "
-              f"{tr.get('seconds', 0):.0f} s, seed {tr.get('seed')}") if tr else "",
+              f"{tr.get('seconds') or 0:.0f} s, seed {tr.get('seed')}") if tr else "",
              f"- **can:** {', '.join(['sample'] * model.can('sample') + caps) or 'nothing'}",
              f"- **versions:** {json.dumps(meta.get('versions', {}))}"
              if meta.get("versions") else ""]

@@ -50,12 +50,13 @@ def train_runs(root: Path) -> dict[str, Path]:
     return runs
 
 
-def start_server(runs: list[Path], *extra: str, timeout: float = 90.0
+def start_server(runs: list[Path], *extra: str, timeout: float = 90.0,
+                 env: dict[str, str] | None = None
                  ) -> tuple[subprocess.Popen, str, list[str]]:
-    """`pixgen serve RUNS --port 0 EXTRA...` in a child process; returns it, its URL (from
-    the line it prints when ready) and the lines printed so far."""
+    """`pixgen serve RUNS --port 0 EXTRA...` in a child process (``env``: variables to add);
+    returns it, its URL (from the line it prints when ready) and the lines printed so far."""
     cmd = [sys.executable, "-m", "pixgen", "serve", *map(str, runs), "--port", "0", *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
     lines: list[str] = []

@@ -154,6 +154,14 @@ def test_builtin_examples_read_back_exactly(runs):
     test = load_dataset("digits", split="test", image_size=8, channels=1)
     back = backend.image_from_upload(examples[2][1], size=8, channels=1)
     assert examples[2][1].shape[0] >= 128 and torch.equal(back[0], test.images[2])
+    # two domains: half of each, named (Translate's BtoA took domain A images as B)
+    pairs = backend.builtin_examples(runs, "cyclegan-shapes")
+    ab = load_dataset("shapes-ab", split="test", image_size=16, channels=3)
+    half = backend.BUILTIN_EXAMPLES // 2
+    assert [c for c, _ in pairs] == [f"shapes-ab {d} test #{i}" for d in ab.domains
+                                     for i in range(half)]
+    back = backend.image_from_upload(pairs[half][1], size=16, channels=3)
+    assert torch.equal(back[0], ab.images_b[0])
 
 
 def test_builtin_examples_of_a_folder_decode_only_what_is_shown(runs, tmp_path,
@@ -203,6 +211,19 @@ def test_inpaint_fills_the_drawn_pixels_only(runs):
                                                     "layers": [np.ones((4, 5, 4), np.uint8)]})
     with pytest.raises(WebError, match="unknown mask"):
         backend.inpaint(runs, "vae-digits", image=img, mask="../../etc/passwd")
+    # a visible stroke thinner than a quarter of a model pixel fills the pixels it touches;
+    # one outside the centre square the model sees is refused (it filled 0% of the pixels)
+    photo = np.full((600, 1200, 3), 200, np.uint8)
+    thin = np.zeros((600, 1200, 4), np.uint8)
+    thin[100:500, 598:611, 3] = 255
+    _, info = backend.inpaint(runs, "vae-digits", steps=3, image={
+        "background": photo, "layers": [thin], "composite": photo})
+    # the stroke crosses the border of columns 3 and 4 in rows 1-6: 12 of 64 pixels
+    assert info.startswith("filled 19% of the pixels (8x8)")
+    aside = np.zeros((600, 1200, 4), np.uint8)
+    aside[:, :100, 3] = 255
+    with pytest.raises(WebError, match="outside the centre square"):
+        backend.inpaint(runs, "vae-digits", image={"background": photo, "layers": [aside]})
 
 
 def test_superres_and_translate(runs):

@@ -135,13 +135,24 @@ def test_request_values_are_bounded(server):
     assert event == "error" and "maximum" in data["error"]
 
 
-def test_non_loopback_host_warns(tiny_runs):
+def test_non_loopback_host_warns(tiny_runs, tmp_path, capsys):
     need("gradio")
-    proc, url, lines = start_server([tiny_runs["vae"]], "--host", "0.0.0.0")
-    proc.terminate()
-    proc.wait(timeout=20)
+    from pixgen.cli import main
+
+    proc, url, lines = start_server([tiny_runs["vae"]], "--host", "0.0.0.0",
+                                    env={"TMPDIR": str(tmp_path)})
+    assert list(tmp_path.glob("pixgen-web-*"))  # its uploads folder
+    # a second server on its port: one line naming --port, not Gradio's traceback
+    port = urllib.parse.urlparse(url).port
+    assert main(["serve", str(tiny_runs["vae"]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1, port {port}" in err and "--port" in err
+    assert err.count("\n") == 1
+    proc.terminate()  # SIGTERM: stopped as Ctrl-C stops it, its uploads folder removed
+    assert proc.wait(timeout=20) == 0
     text = "\n".join(lines)
     assert "warning: --host 0.0.0.0 makes this app reachable from other machines" in text
+    assert not list(tmp_path.glob("pixgen-web-*"))
 
 
 def test_serve_refuses_bad_flags_and_missing_runs(tmp_path, tiny_runs, capsys):
