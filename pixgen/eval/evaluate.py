@@ -184,16 +184,16 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                           f"generative models (the classifier reports its test accuracy when "
                           f"trained)")
     info = DataInfo(**meta["data"])
-    extractor = get_extractor(features, info, data_dir=data_dir, device=model.device,
-                              progress=progress, weights=inception_weights)
-    real_data = _real_images(info, split=split, data_dir=data_dir)
-    real = featurize(extractor, real_data.images, progress=progress)
-
     requested = None
     if model.can("class_conditional"):
         requested = torch.arange(n) % info.num_classes
     sampling = dict(sampling or {})
     used = sampling_options(model, sampling, requested)  # refuses unknown options first
+    extractor = get_extractor(features, info, data_dir=data_dir, device=model.device,
+                              progress=progress, weights=inception_weights)
+    real_data = _real_images(info, split=split, data_dir=data_dir)
+    real = featurize(extractor, real_data.images, progress=progress)
+
     fake_images = pixgen.generate(model, n, seed=seed, labels=requested,
                                   batch_size=batch_size, progress=progress, **sampling)
     fake = featurize(extractor, generated_to_uint8(fake_images), progress=progress,
