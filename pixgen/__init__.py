@@ -18,7 +18,7 @@ from pixgen.apps.interpolate import interpolate, save_interpolation  # noqa: E40
 from pixgen.apps.latent_map import latent_map_files  # noqa: E402
 from pixgen.apps.superres import evaluate_superres, superres, superres_files  # noqa: E402
 from pixgen.apps.translate import translate, translate_files  # noqa: E402
-from pixgen.api import generate, list_datasets, list_models, load, train  # noqa: E402
+from pixgen.api import generate, generate_batches, list_datasets, list_models, load, train  # noqa: E402
 from pixgen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
 from pixgen.data.check import check_data  # noqa: E402
@@ -28,5 +28,5 @@ from pixgen.models.base import GenerativeModel, PixgenModel  # noqa: E402
 from pixgen.utils.images import save_grid, save_images  # noqa: E402
 
 __all__ = ["DataConfig", "GenerativeModel", "PixgenError", "PixgenModel", "RunConfig", "TrainConfig",
-           "augment", "augment_score", "check_data", "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "inpaint", "inpaint_files", "interpolate", "latent_map_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
+           "augment", "augment_score", "check_data", "evaluate_run", "evaluate_sets", "evaluate_superres", "generate", "generate_batches", "inpaint", "inpaint_files", "interpolate", "latent_map_files", "list_datasets", "list_models", "load", "load_dataset", "save_grid",
            "save_images", "save_interpolation", "superres", "superres_files", "train", "translate", "translate_files", "__version__"]

@@ -17,7 +17,7 @@ from pixgen.config import (RESUMABLE_KEYS, RunConfig, changed_keys, check_config
 from pixgen.data.base import bad_image_policy, write_bad_image_report
 from pixgen.errors import CheckpointError, ConfigError, StageOneStopped
 from pixgen.models.base import ModelArgsError, PixgenModel
-from pixgen.sampling import generate  # noqa: F401  (re-exported as pixgen.generate)
+from pixgen.sampling import generate, generate_batches  # noqa: F401  (re-exported as pixgen.*)
 from pixgen.registry import DATASETS, MODELS
 from pixgen.train import checkpoint as ckpt
 

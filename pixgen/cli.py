@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="inpainted", metavar="DIR",
                    help="output folder (default: inpainted)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="diffusion: steps of the denoising chain (default: 100); latent "
+                   help="diffusion: steps of the denoising chain (default: 100, or the "
+                   "model's timesteps if fewer); latent "
                    "optimisation: Adam steps (default: 200)")
     p.add_argument("--jump", type=int, default=None,
                    help="diffusion: RePaint jump length (default: 10)")
@@ -560,8 +561,10 @@ def _parse_labels(text: str | None, n: int | None) -> list[int] | None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
     import pixgen
-    from pixgen.utils.images import save_grid, save_images, save_npz
+    from pixgen.utils.images import as_uint8, save_grid, save_image, save_npz, staged_folder
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
@@ -580,19 +583,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model.require("sample", "sampling")
     kwargs = _sampling_kwargs(args, model.sample, model.name)  # type: ignore[attr-defined]
     out, suffix = _sample_output(args.out)
-    images = pixgen.generate(model, args.n, seed=args.seed, labels=labels,
-                             batch_size=args.batch_size, progress=not args.no_progress,
-                             **kwargs)
+    batches = pixgen.generate_batches(model, args.n, seed=args.seed, labels=labels,
+                                      batch_size=args.batch_size,
+                                      progress=not args.no_progress, **kwargs)
     if suffix in _GRID_SUFFIXES:
-        save_grid(images, out, nrow=args.nrow)
+        save_grid(torch.cat(list(batches)), out, nrow=args.nrow)
         print(f"wrote a grid of {args.n} samples to {out}")
     elif suffix == ".npz":
-        import torch
-
+        # uint8 as it comes, batch by batch: a quarter of the float set's memory
+        images = torch.cat([as_uint8(b) for b in batches])
         save_npz(images, out, labels=torch.tensor(labels) if labels is not None else None)
         print(f"wrote {args.n} samples (uint8 NHWC) to {out}")
     else:
-        save_images(images, out)
+        # written batch by batch into a hidden folder renamed at the end: any number of
+        # images, and an interrupted run leaves no partial set
+        i = 0
+        with staged_folder(out) as tmp:
+            for batch in batches:
+                for img in as_uint8(batch):
+                    save_image(img, tmp / f"{i:06d}.png")
+                    i += 1
         print(f"wrote {args.n} PNGs to {out}/")
     return 0
 

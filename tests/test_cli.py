@@ -43,7 +43,7 @@ def test_train_writes_a_complete_run_directory(run_dir):
     assert steps == [1, 2, 3]
 
 
-def test_sample_to_grid_folder_and_npz(run_dir, tmp_path, capsys):
+def test_sample_to_grid_folder_and_npz(run_dir, tmp_path, capsys, monkeypatch):
     assert main(["sample", str(run_dir), "--n", "6", "--out", str(tmp_path / "g.png"),
                  "--nrow", "3"]) == 0
     grid = Image.open(tmp_path / "g.png")
@@ -60,6 +60,28 @@ def test_sample_to_grid_folder_and_npz(run_dir, tmp_path, capsys):
     assert main(["sample", str(run_dir), "--n", "5", "--seed", "3",
                  "--out", str(tmp_path / "t.npz")]) == 0
     assert np.array_equal(arr, np.load(tmp_path / "t.npz")["images"])
+    # a folder is written batch by batch: the same images; an interrupted run leaves nothing
+    assert main(["sample", str(run_dir), "--n", "5", "--seed", "3", "--batch-size", "2",
+                 "--out", str(tmp_path / "b.npz")]) == 0
+    assert main(["sample", str(run_dir), "--n", "5", "--seed", "3", "--batch-size", "2",
+                 "--out", str(tmp_path / "streamed")]) == 0
+    streamed = [np.array(Image.open(tmp_path / "streamed" / f"{i:06d}.png")) for i in range(5)]
+    assert np.array_equal(np.stack(streamed)[..., None], np.load(tmp_path / "b.npz")["images"])
+    import pixgen.utils.images as images_module
+
+    calls, real_save = [], images_module.save_image
+
+    def stopped(*a, **kw):
+        calls.append(a)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_save(*a, **kw)
+
+    monkeypatch.setattr(images_module, "save_image", stopped)
+    before = set(tmp_path.iterdir())
+    assert main(["sample", str(run_dir), "--n", "5", "--batch-size", "2",
+                 "--out", str(tmp_path / "cut")]) == 130
+    assert len(calls) == 3 and set(tmp_path.iterdir()) == before
 
 
 def test_info_models_and_datasets(run_dir, capsys):

@@ -5,7 +5,6 @@ and train-on-synthetic / test-on-real accuracy)."""
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from pixgen.data import transforms
 from pixgen.data.base import DataInfo, ImageData, load_dataset
 from pixgen.errors import ConfigError, DataError, PixgenError
 from pixgen.models.base import PixgenModel
-from pixgen.utils.images import save_image
+from pixgen.utils.images import save_image, staged_folder
 
 
 def class_folders(class_names: list[str], num_classes: int) -> list[str]:
@@ -101,22 +100,13 @@ def augment(model: PixgenModel, n: int, out: str | Path, *, seed: int = 0,
     folders = class_folders(info.class_names if info else [], model.config["num_classes"])
     batches = generate_batches(model, n, seed=seed, labels=labels, batch_size=batch_size,
                                progress=progress, **sample_kwargs)  # checks the options
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        names = []
+    names: list[Path] = []
+    with staged_folder(out) as tmp:
         for batch in batches:
             for img in transforms.to_uint8(batch):
                 i = len(names)
                 names.append(Path(folders[int(labels[i])]) / _image_name(i, n))
                 save_image(img, tmp / names[-1])
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [out / name for name in names]
 
 

@@ -225,20 +225,23 @@ def _check_memory(n: int, size: int) -> None:
                         "(--set data.num_images=N decodes only the first N)")
 
 
-def read_image(path: str | Path, *, name: str | None = None) -> np.ndarray:
-    """One image file at its own size, decoded as the datasets decode it: uint8 (H, W) if
-    grayscale, else (H, W, 3); EXIF orientation applied, transparency over white, 16-bit
-    and float images scaled to 8 bits, over ``PIL.Image.MAX_IMAGE_PIXELS`` refused.
+def read_image(path: str | Path, *, size: int | None = None, name: str | None = None
+               ) -> np.ndarray:
+    """One image file decoded as the datasets decode it: uint8 (H, W) if grayscale, else
+    (H, W, 3); EXIF orientation applied, transparency over white, 16-bit and float images
+    scaled to 8 bits, over ``PIL.Image.MAX_IMAGE_PIXELS`` refused.
 
     Args:
         path: the file.
+        size: the centre square resized to ``size`` x ``size`` as the data loaders do (PIL
+            bicubic); None: the image at its own size.
         name: how errors name it (default: its path).
 
     Raises:
         DataError: the file cannot be decoded, with the reason.
     """
     try:
-        return _decode(Path(path), None, {})
+        return _decode(Path(path), size, {})
     except _Unreadable as e:
         raise DataError(f"cannot read {name or f'image {path}'}: {e}") from None
 
@@ -298,6 +301,14 @@ def _to_l_or_rgb(im: Image.Image) -> Image.Image:
     if mode in ("1", "L"):
         return im.convert("L")
     return im.convert("RGB")
+
+
+def crop_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """A decoded uint8 (H, W) or (H, W, C) image, C = 1 or 3, as the data loaders resize
+    image files: the centre square, resized to ``size`` x ``size`` with PIL's bicubic."""
+    a = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    out = np.array(_crop_resize(Image.fromarray(np.ascontiguousarray(a)), size))
+    return out.reshape(size, size, *image.shape[2:])
 
 
 def _crop_resize(im: Image.Image, size: int, *, full: tuple[int, int] | None = None,

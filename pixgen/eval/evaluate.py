@@ -205,11 +205,12 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                                                    device=model.device, progress=progress)
         result["bits_per_dim_n"] = len(nll_images)
         result["bits_per_dim_kind"] = getattr(model, "bits_per_dim_kind", "exact")
+        if hasattr(model, "iwae_nll"):
+            result["iwae_k"] = iwae_k  # 0 or 1: skipped
         if iwae_k > 1 and hasattr(model, "iwae_nll"):
             result["bits_per_dim_iwae"] = mean_bits_per_dim(
                 model, nll_images, batch_size=max(1, min(batch_size, 4096 // iwae_k)),
                 device=model.device, progress=progress, k=iwae_k)
-            result["iwae_k"] = iwae_k
     result.update({
         "n_fake": n, "n_real": len(real_data),
         "real": f"{info.spec} ({split} split, {info.image_size} px)",
@@ -223,6 +224,17 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         ckpt.atomic_write_text(run_dir / EVAL_JSON, json.dumps(_clean(result), indent=2) + "\n")
         write_model_card(run_dir, model, result, fake_images[:64])
     return result
+
+
+def _likelihood_flags(result: dict[str, Any]) -> str:
+    """The eval flags that set how bits/dim was scored, where not their defaults."""
+    flags = ""
+    n = result.get("bits_per_dim_n")
+    if n is not None and n < result.get("n_real", n):
+        flags += f" --nll-n {n}"
+    if result.get("iwae_k", 1000) != 1000:
+        flags += f" --iwae-k {result['iwae_k']}"
+    return flags
 
 
 #: The sampler options `pixgen eval` and `pixgen sample` take, with their flags.
@@ -414,6 +426,6 @@ features: {result['features']}.
 `pixgen eval NEW_DIR --n {result['n_fake']} --features {result['feature_extractor']} \
 --seed {result.get('seed', 0)} --batch-size {result.get('batch_size', 256)}\
 {'' if result.get('split', 'test') == 'test' else ' --split ' + result['split']}\
-{sampling_command_flags(result.get('sampling') or {})}`.
+{_likelihood_flags(result)}{sampling_command_flags(result.get('sampling') or {})}`.
 """
     return ckpt.atomic_write_text(run_dir / "README.md", text)

@@ -367,9 +367,14 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         return total
 
     # -- inpainting ---------------------------------------------------------------------
+    @property
+    def inpaint_steps(self) -> int:
+        """RePaint's default chain length: 100 steps, or all T of a model with fewer."""
+        return min(100, self.process.timesteps)
+
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, mask: torch.Tensor, *,
-                labels: torch.Tensor | None = None, steps: int = 100, jump: int = 10,
+                labels: torch.Tensor | None = None, steps: int | None = None, jump: int = 10,
                 resample: int = 5, guidance: float | None = None,
                 generator: torch.Generator | None = None, progress: bool = False
                 ) -> torch.Tensor:
@@ -384,7 +389,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
                 unknown (to be filled).
             labels: classes, for a class-conditional model (None: unconditional mode, or
                 random classes for a model trained with ``cond_drop=0``).
-            steps: length of the respaced DDPM chain.
+            steps: length of the respaced DDPM chain (default: :attr:`inpaint_steps`).
             jump: RePaint's jump length j.
             resample: RePaint's resampling count r (1 = no resampling).
             guidance: classifier-free guidance weight (as in :meth:`sample`).
@@ -401,6 +406,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         if labels is None and self.num_classes and not self.cond_drop:  # as sample() does
             labels = randint(self.num_classes, len(x0), generator=generator, device=self.device)
         hole = mask.to(self.device, torch.float32).expand(len(x0), 1, *shape[1:])
+        steps = self.inpaint_steps if steps is None else steps
         ts = sampling_timesteps(self.process.timesteps, steps)[::-1]  # increasing
         level_t = [-1] + ts  # level k is timestep ts[k-1]; level 0 is the clean image
         levels = repaint_levels(len(ts), jump=jump, resample=resample)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +81,25 @@ def save_images(images: torch.Tensor, folder: str | Path, *, prefix: str = "") -
     folder.mkdir(parents=True, exist_ok=True)
     return [save_image(img, folder / f"{prefix}{i:06d}.png") for i, img in
             enumerate(as_uint8(images))]
+
+
+@contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """A new hidden folder beside ``out`` to write a set of files into: renamed to ``out``
+    (which must be missing or empty) when the block ends, removed when it raises, so an
+    interrupted or failed run leaves no partial set behind."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()  # empty: the caller checked before writing
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_npz(images: torch.Tensor, path: str | Path, *, labels: torch.Tensor | None = None

@@ -173,7 +173,12 @@ def sampling_options(model: PixgenModel, method: str = "sample") -> dict[str, An
     steps = None
     if "steps" in params:
         default = params["steps"].default
-        steps = default if isinstance(default, int) else model.config.get("sample_steps", 50)
+        if isinstance(default, int):
+            steps = default
+        elif method == "inpaint" and hasattr(model, "inpaint_steps"):
+            steps = model.inpaint_steps
+        else:
+            steps = model.config.get("sample_steps", 50)
     guidance = "guidance" in params and bool(model.config.get("cond_drop")) and \
         model.can("class_conditional")
     return {"temperature": temp if isinstance(temp, (int, float)) else None, "steps": steps,
@@ -193,23 +198,27 @@ def _sampling_kwargs(model: PixgenModel, method: str, *, temperature: Any = None
     return kw
 
 
-def image_from_upload(array: Any, *, size: int, channels: int, what: str = "the image"
-                      ) -> torch.Tensor:
-    """An uploaded image as uint8 (1, channels, size, size): the centre square cropped and
-    resized.
+def image_from_upload(array: Any, *, size: int, channels: int, what: str = "the image",
+                      notes: list[str] | None = None) -> torch.Tensor:
+    """An uploaded image as uint8 (1, channels, size, size), read as ``pixgen`` reads image
+    files on the command line: the centre square resized with PIL's bicubic (the same
+    pixels as ``pixgen inpaint --image FILE``). An image enlarged from ``size`` by an integer
+    factor (nearest neighbour, as the built-in examples are) is read back exactly.
 
     Args:
         array: the uploaded file's path, decoded as the datasets decode image files
             (transparency over white, 16-bit and palette images, EXIF orientation), or an
             HxW / HxWxC array (an alpha channel composited on white).
+        notes: receives a line saying so when the image was cropped or resized.
     """
-    from pixgen.data.folder import read_image
+    from pixgen.data.folder import crop_resize, read_image
 
     if array is None:
         raise WebError(f"upload {what} first (or pick a built-in one)")
-    if isinstance(array, (str, Path)):
+    path = array if isinstance(array, (str, Path)) else None
+    if path is not None:
         try:
-            array = read_image(array, name=what)
+            array = read_image(path, name=what)
         except PixgenError as e:
             raise WebError(str(e)) from None
     a = np.asarray(array)
@@ -229,15 +238,28 @@ def image_from_upload(array: Any, *, size: int, channels: int, what: str = "the 
     if a.shape[2] in (2, 4):  # alpha: composite on white, as the data loaders do
         alpha = a[..., -1:].astype(np.float32) / 255
         a = (a[..., :-1] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
-    x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
-    x = transforms.center_crop(x)
+    h, w = a.shape[:2]
+    x = transforms.center_crop(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
     side = x.shape[-1]
-    if side > size and side % size == 0:  # box filter: exact for enlarged built-in examples
-        k = side // size
-        x = torch.nn.functional.avg_pool2d(x.float(), k).round().clamp(0, 255).to(torch.uint8)
+    k = side // size
+    small = x[:, ::k, ::k] if side % size == 0 else None
+    if small is not None and torch.equal(
+            small.repeat_interleave(k, 1).repeat_interleave(k, 2), x):
+        x = small  # an enlarged image (a built-in example): read back exactly
     else:
-        x = transforms.resize(x, size)
-    return transforms.to_channels(x, channels)
+        if path is not None:  # decoded again, at the size, exactly as the CLI reads it
+            try:
+                a = read_image(path, size=size, name=what)
+            except PixgenError as e:
+                raise WebError(str(e)) from None
+        else:
+            a = crop_resize(a, size)
+        a = a[..., None] if a.ndim == 2 else a
+        x = torch.from_numpy(a.transpose(2, 0, 1).copy())
+        if notes is not None:
+            crop = f"its centre {side}x{side} square " if h != w else ""
+            notes.append(f"{what} ({w}x{h}): {crop}resized to {size}x{size}, the model's size")
+    return transforms.to_channels(x[None], channels)
 
 
 def to_display(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2
@@ -384,7 +406,8 @@ def inpaint(runs: Runs, name: str, *, image: Any, mask: str = "drawn", seed: Any
     size, channels = model.config["image_size"], model.config["channels"]
     seed = _int(seed, "seed", 0, MAX_SEED)
     background = image.get("background") if isinstance(image, dict) else image
-    x = image_from_upload(background, size=size, channels=channels)
+    notes: list[str] = []
+    x = image_from_upload(background, size=size, channels=channels, notes=notes)
     if mask == "drawn":
         m = _mask_from_layers(image, size)
         if m is None:
@@ -407,7 +430,8 @@ def inpaint(runs: Runs, name: str, *, image: Any, mask: str = "drawn", seed: Any
     masked = torch.where(m, torch.zeros_like(xf), xf)
     frac = float(m.float().mean())
     return (to_display(torch.cat([xf, masked, out]), nrow=3),
-            f"filled {frac:.0%} of the pixels ({size}x{size}) with {model.name}, seed {seed}")
+            "; ".join([f"filled {frac:.0%} of the pixels ({size}x{size}) with {model.name}, "
+                       f"seed {seed}", *notes]))
 
 
 def superres(runs: Runs, name: str, *, image: Any, original: bool = False, seed: Any = 0,
@@ -431,8 +455,9 @@ def superres(runs: Runs, name: str, *, image: Any, original: bool = False, seed:
     kw = _sampling_kwargs(model, "superres", steps=steps)
     if "progress" in inspect.signature(model.superres).parameters:  # type: ignore[attr-defined]
         kw["progress"] = progress
+    notes: list[str] = []
     x = image_from_upload(image, size=size if original else size // scale,
-                          channels=model.config["channels"])
+                          channels=model.config["channels"], notes=notes)
     with run.lock:
         if original:
             out, bicubic, metrics = evaluate_superres(model, x, seed=seed, **kw)
@@ -446,7 +471,7 @@ def superres(runs: Runs, name: str, *, image: Any, original: bool = False, seed:
             strip = torch.cat([bicubic_upscale(transforms.to_float(x), scale), out])
             text = (f"x{scale}: {size // scale} px -> {size} px; left: bicubic, right: "
                     f"{model.name}")
-    return to_display(strip, nrow=len(strip)), text
+    return to_display(strip, nrow=len(strip)), "; ".join([text, *notes])
 
 
 def translate(runs: Runs, name: str, *, image: Any, direction: str = "AtoB"
@@ -458,14 +483,16 @@ def translate(runs: Runs, name: str, *, image: Any, direction: str = "AtoB"
     model = run.model
     if direction not in ("AtoB", "BtoA"):
         raise WebError(f"unknown direction {str(direction)[:20]!r}; use AtoB or BtoA")
+    notes: list[str] = []
     x = image_from_upload(image, size=model.config["image_size"],
-                          channels=model.config["channels"])
+                          channels=model.config["channels"], notes=notes)
     with run.lock:
         out = translate_images(model, x, direction=direction)
     domains = (getattr(model, "meta", {}) or {}).get("data", {}).get("domains") or ["A", "B"]
     src, dst = (domains[0], domains[1]) if direction == "AtoB" else (domains[1], domains[0])
     return (to_display(torch.cat([transforms.to_float(x), out]), nrow=2),
-            f"{src} -> {dst} with {model.name}; left: input, right: translation")
+            "; ".join([f"{src} -> {dst} with {model.name}; left: input, right: translation",
+                       *notes]))
 
 
 def model_card(runs: Runs, name: str) -> dict[str, Any]:

@@ -95,7 +95,8 @@ def test_evaluate_run_writes_report_and_model_card(cache, tmp_path, capsys):
     run = tmp_path / "vae"
     pixgen.train("vae", data="digits", steps=20, batch_size=16, image_size=SIZE, out=run,
                  progress=False, overrides=tiny_overrides(), **TINY_MODEL_ARGS["vae"])
-    assert main(["eval", str(run), "--n", "200", "--no-progress"]) == 0
+    # a small k keeps this test fast (k = 1000 by default, for an IWAE bound per image)
+    assert main(["eval", str(run), "--n", "200", "--iwae-k", "20", "--no-progress"]) == 0
     out = capsys.readouterr().out
     for label in ("FID", "KID", "IS", "precision", "recall", "density", "coverage",
                   "classes hit", "bits/dim"):
@@ -110,23 +111,25 @@ def test_evaluate_run_writes_report_and_model_card(cache, tmp_path, capsys):
     assert "digits (test split, 16 px)" in out
     assert result["kid_std"] is None and "KID std" not in out  # 200 and 359 < 1000
     assert "(KID: one estimate on the whole sets" in out
-    assert "(bits/dim: ELBO bound, on 359 real images; IWAE bound with k = 1000)" in out
+    assert "(bits/dim: ELBO bound, on 359 real images; IWAE bound with k = 20)" in out
     assert "- bits/dim: ELBO bound, on 359 real images" in card
     # The same seed gives the same numbers.
-    again = evaluate_run(run, n=200, progress=False, write=False)
+    again = evaluate_run(run, n=200, progress=False, write=False, iwae_k=20)
     assert again["fid"] == pytest.approx(result["fid"], rel=1e-6)
+    assert again["bits_per_dim_iwae"] == pytest.approx(result["bits_per_dim_iwae"], rel=1e-6)
     # What the samples were drawn with, defaults included, and how IS was split
     assert result["sampling"] == {"temperature": 1.0}
     assert "(sampled with temperature 1.0)" in out and "- sampled with temperature 1.0" in card
-    assert "--seed 0 --batch-size 256 --temperature 1.0`" in card
+    assert "--seed 0 --batch-size 256 --iwae-k 20 --temperature 1.0`" in card
     assert "(IS: mean and std over 10 parts of 20 generated images; parts this small" in out
     # another temperature gives other samples, and says so
     assert main(["eval", str(run), "--n", "200", "--no-progress", "--temperature", "0.5",
-                 "--split", "train"]) == 0
+                 "--split", "train", "--iwae-k", "0", "--nll-n", "50"]) == 0
     cold = json.loads((run / "eval.json").read_text())
     assert cold["sampling"] == {"temperature": 0.5} and cold["fid"] != result["fid"]
     card = (run / "README.md").read_text()
-    assert "--batch-size 256 --split train --temperature 0.5`" in card
+    assert "--batch-size 256 --split train --nll-n 50 --iwae-k 0 --temperature 0.5`" in card
+    assert cold["bits_per_dim_n"] == 50 and "bits_per_dim_iwae" not in cold
     # options the model does not take, and sampling flags without a run, are refused
     with pytest.raises(ConfigError, match=r"--steps: vae sampling does not take it \(it "
                        r"takes: --temperature\)"):

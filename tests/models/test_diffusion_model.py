@@ -104,6 +104,20 @@ def test_repaint_with_a_trained_model_beats_nothing_and_validates(tmp_path):
     assert out.shape == x.shape and out.abs().max() <= 1 and torch.isfinite(out).all()
 
 
+def test_repaint_default_steps_fit_a_model_with_fewer_timesteps():
+    """The 100-step default used to be refused by a model with T < 100 (CLI and web)."""
+    from pixgen.web.backend import sampling_options
+
+    model = Diffusion(image_size=8, channels=1, **{**TINY, "timesteps": 12}).eval()
+    assert model.inpaint_steps == 12
+    assert sampling_options(model, "inpaint")["steps"] == 12
+    hole = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    out = model.inpaint(torch.zeros(1, 1, 8, 8), hole, jump=4, resample=1,
+                        generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+    assert Diffusion(image_size=8, channels=1, **{**TINY, "timesteps": 400}).inpaint_steps == 100
+
+
 def test_bound_is_small_for_the_data_and_large_for_noise():
     model, targets = oracle_model(num_classes=0)
     model.net.targets = (targets * 127.5).round() / 127.5  # on the 8-bit grid

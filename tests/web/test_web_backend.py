@@ -129,6 +129,36 @@ def test_uploaded_files_are_decoded_as_the_datasets_decode_them(tmp_path):
         backend.image_from_upload(str(tmp_path / "bad.png"), size=8, channels=3)
 
 
+def test_uploads_get_the_pixels_the_cli_reads(tmp_path):
+    """The web used torch resizes where the CLI uses PIL's bicubic: the same file gave other
+    pixels (up to 16 grey levels apart), and the web did not say it resized."""
+    from PIL import Image
+
+    from pixgen.apps.translate import read_inputs
+    from pixgen.data.folder import crop_resize
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (37, 53, 3), np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    Image.fromarray(photo[:, :, 0]).save(tmp_path / "gray.jpg", quality=90)
+    for name, channels in (("photo.png", 3), ("gray.jpg", 1), ("gray.jpg", 3)):
+        notes: list[str] = []
+        web = backend.image_from_upload(str(tmp_path / name), size=16, channels=channels,
+                                        notes=notes)
+        cli, _ = read_inputs(tmp_path / name, image_size=16, channels=channels)
+        assert torch.equal(web, cli), name
+        assert notes == ["the image (53x37): its centre 37x37 square resized to 16x16, the "
+                         "model's size"]
+    via_array = backend.image_from_upload(photo, size=16, channels=3)
+    assert torch.equal(via_array[0], torch.from_numpy(crop_resize(photo, 16)).permute(2, 0, 1))
+    # an image enlarged by an integer factor is read back exactly, with no note
+    small = rng.integers(0, 256, (8, 8), np.uint8)
+    notes = []
+    back = backend.image_from_upload(np.kron(small, np.ones((5, 5), np.uint8)), size=8,
+                                     channels=1, notes=notes)
+    assert torch.equal(back[0, 0], torch.from_numpy(small)) and notes == []
+
+
 def test_builtin_examples_never_download(runs, monkeypatch):
     import urllib.request
 
