@@ -777,8 +777,11 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
     if args.images is None or not Path(args.images).expanduser().exists():
         from pixgen.data import load_dataset
 
+        from pixgen.config import run_data_dir
+
         spec = args.images or info.spec
-        data = load_dataset(spec, split="test", image_size=size, channels=channels)
+        data = load_dataset(spec, split="test", image_size=size, channels=channels,
+                            data_dir=run_data_dir(model.run_dir))
         pick = _spread(len(data), args.n)
         images, labels = data.images[pick], (data.labels[pick] if data.labels is not None
                                              else None)
@@ -836,17 +839,20 @@ def _spread(total: int, n: int) -> Any:
     return torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()
 
 
-def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int
-                            ) -> tuple[Any, list[Path]]:
-    """Images from a file or folder, or ``n`` test images of a dataset, spread over it."""
+def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int,
+                            run_dir: Path | None = None) -> tuple[Any, list[Path]]:
+    """Images from a file or folder, or ``n`` test images of a dataset, spread over it (from
+    the data folder of the run in ``run_dir``)."""
     from pixgen.apps.translate import read_inputs
+    from pixgen.config import run_data_dir
     from pixgen.data import load_dataset
     from pixgen.registry import DATASETS
 
     if not Path(spec).expanduser().exists() and spec.partition(":")[0] in DATASETS:
         if n < 1:
             raise ConfigError(f"--n must be at least 1, not {n}")
-        data = load_dataset(spec, split="test", image_size=image_size, channels=channels)
+        data = load_dataset(spec, split="test", image_size=image_size, channels=channels,
+                            data_dir=run_data_dir(run_dir))
         import re
 
         pick = _spread(len(data), n)
@@ -862,7 +868,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     model.require("inpaint", "pixgen inpaint")
     images, names = _read_images_or_dataset(args.image, n=args.n,
                                             image_size=model.config["image_size"],
-                                            channels=model.config["channels"])
+                                            channels=model.config["channels"],
+                                            run_dir=model.run_dir)
     kwargs = _sampling_kwargs(args, model.inpaint, model.name)  # type: ignore[attr-defined]
     labels = _parse_labels(args.labels, len(images))
     if labels is not None:

@@ -36,7 +36,8 @@ class DataConfig:
         channels: 1 (grayscale) or 3 (RGB); None keeps the dataset's own.
         data_dir: folder for downloadable datasets; None uses $PIXGEN_DATA_DIR or ~/.cache/pixgen/data.
         download: allow downloading missing dataset files.
-        num_images: use only the first N training images (procedural sets generate N).
+        num_images: use only the first N training images (procedural sets generate N;
+            an image folder with class subfolders takes them from each class in turn).
         hflip: random horizontal flips, batched on the training device.
         on_bad_image: what to do with an image file that cannot be decoded (folder:,
             unpaired:): "fail" (stop with an error naming it) or "skip" (leave it out and
@@ -407,6 +408,21 @@ RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train
                   "train.num_samples", "train.tensorboard", "train.max_nonfinite",
                   "train.max_minutes", "train.eval_every", "train.eval_n", "device",
                   "out", "train.grad_accum", "train.compile", "data.on_bad_image"}
+
+
+def run_data_dir(run_dir: str | Path | None) -> str | None:
+    """The data folder a run was trained with (``data.data_dir`` of its config.yaml), where
+    evaluating or applying the run finds its downloaded dataset; None when it set none (the
+    default folder) or the file cannot be read."""
+    if run_dir is None:
+        return None
+    try:
+        raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    value = data.get("data_dir") if isinstance(data, dict) else None
+    return str(value) if isinstance(value, str) and value else None
 
 
 def changed_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

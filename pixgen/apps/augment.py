@@ -153,7 +153,10 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
     used = sampling_options(model, sample_kwargs, torch.zeros(1, dtype=torch.long))
     synth, synth_labels = synthesize(model, n_synthetic, seed=seed, progress=progress,
                                      **sample_kwargs)
-    kw = {"image_size": info.image_size, "channels": info.channels, "data_dir": data_dir}
+    from pixgen.config import run_data_dir
+
+    kw = {"image_size": info.image_size, "channels": info.channels,
+          "data_dir": data_dir or run_data_dir(getattr(model, "run_dir", None))}
     train = _balanced_subset(load_dataset(info.spec, split="train", **kw), real_per_class, seed)
     test = load_dataset(info.spec, split="test", **kw)
     folders = [f"{k:03d}" for k in range(info.num_classes)]

@@ -139,6 +139,9 @@ def check_data(spec: str, *, image_size: int | None = None, channels: int | None
         folders = _image_folders(name, root)
         splits = [_check_folder(folder, label, size=size, labelled=name == "folder",
                                 others=[f for _, f in folders if f != folder])
+                  if folder.is_dir() else
+                  SplitReport(label, error=f"{root} has no {label}/ folder; {name}:PATH needs "
+                              f"the CycleGAN layout trainA/ trainB/ (and testA/ testB/)")
                   for label, folder in folders]
         return DataReport(spec, size, channels, splits)
     splits = []
@@ -169,12 +172,10 @@ def _check_options(image_size: int | None, channels: int | None) -> None:
 
 def _image_folders(name: str, root: Path) -> list[tuple[str, Path]]:
     """The folders an image-folder dataset reads, named by split (and domain)."""
-    if name == "unpaired":
+    if name == "unpaired":  # as training: trainA/ and trainB/ needed, the test split optional
         found = [(f"{s}{d}", root / f"{s}{d}") for s in SPLITS for d in "AB"]
-        missing = [label for label, f in found if not f.is_dir()]
-        if missing:
-            raise DataError(f"{root} has no {missing[0]}/ folder; unpaired:PATH needs the "
-                            f"CycleGAN layout trainA/ trainB/ testA/ testB/")
+        if not any(f.is_dir() for label, f in found if label.startswith("test")):
+            found = found[:2]
         return found
     return list(folder_mod.split_folders(root).items())
 
@@ -192,7 +193,8 @@ def _check_folder(folder: Path, label: str, *, size: int, labelled: bool,
     report.sizes = dict(Counter(f"{c.size[0]}x{c.size[1]}" for c in good).most_common())
     parts = [c.path.relative_to(folder).parts for c in good]
     if labelled and parts and all(len(p) > 1 for p in parts):  # classes named as training does
-        names = sorted({c.path.relative_to(folder).parts[0] for c in checks}
+        names = sorted({c.path.relative_to(folder).parts[0] for c in checks
+                        if len(c.path.relative_to(folder).parts) > 1}
                        | {p.relative_to(f).parts[0] for f in others
                           for p in folder_mod.scan_images(f) if len(p.relative_to(f).parts) > 1})
         per = Counter(p[0] for p in parts)

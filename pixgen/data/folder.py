@@ -76,7 +76,8 @@ def scan_images(folder: Path) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # the same
+        # folder reached twice (symlinks) is read under its first name in sorted order
         found.extend(Path(dirpath, f) for f in filenames
                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in SUFFIXES)
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
@@ -260,11 +261,14 @@ def _decode(path: Path, size: int | None, opened: dict[str, Any]) -> np.ndarray:
             if w < 1 or h < 1:
                 raise _Unreadable(f"it declares an empty {w}x{h} image")
             scale = 1.0
-            if im.format == "JPEG" and size:  # decode at a reduced scale 1/k still >= size
+            orientation = im.getexif().get(0x0112, 1)
+            # a JPEG decodes at a reduced scale 1/k still >= size; not a rotated or flipped
+            # one, whose right and bottom padding to a multiple of k would move
+            if im.format == "JPEG" and size and orientation == 1:
                 drafted = im.draft(None, (size, size))
                 if drafted is not None:
                     scale = w / drafted[1][2]
-            swap = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF rotation by 90 degrees
+            swap = orientation in (5, 6, 7, 8)  # EXIF rotation by 90 degrees
             im = _to_l_or_rgb(ImageOps.exif_transpose(im))
             if size is None:
                 return np.array(im)
@@ -287,10 +291,15 @@ def _to_l_or_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to L or RGB: transparency over white, deep images to 8 bits."""
     mode = im.mode
     if mode == "F" or mode.startswith("I"):
-        a = np.asarray(im).astype(np.float32)
+        raw = np.asarray(im)
+        a = raw.astype(np.float32)
         # 16-bit (I;16*, and I as 16-bit PNGs opened by older PIL) span 0..65535; F is 0..1.
         a = np.nan_to_num(a) * 255.0 if mode == "F" else a / 257.0
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        key = im.info.get("transparency")
+        if isinstance(key, (int, float)) and not isinstance(key, bool):  # a transparent grey
+            a[raw == key] = 255  # over white, as for 8-bit images
+        return Image.fromarray(a)
     if mode in ("LA", "La", "PA", "P", "RGBA", "RGBa") or "transparency" in im.info:
         grayscale = mode in ("1", "L", "LA", "La")
         a = np.asarray(im.convert("LA" if grayscale else "RGBA"), dtype=np.uint16)
@@ -330,21 +339,43 @@ def _crop_resize(im: Image.Image, size: int, *, full: tuple[int, int] | None = N
 
 
 TEST_FOLDERS = ("test", "val", "valid", "validation")
+#: subfolder names that mean a split, not a class (matched ignoring case)
+SPLIT_NAMES = ("train", "training", "testing", *TEST_FOLDERS)
 
 
 def split_folders(root: Path) -> dict[str, Path]:
     """The split folders of ``root``: {"train": root/train, "test": root/test (or val/,
     valid/, validation/)}, {"train": root/train} when train/ is the only subfolder, else
-    {"train": root} (the whole folder is the train split)."""
-    train = root / "train"
-    if not train.is_dir():
-        return {"train": root}
-    test = next((root / n for n in TEST_FOLDERS if (root / n).is_dir()), None)
-    if test is not None:
-        return {"train": train, "test": test}
-    others = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
-              and d.name != "train"]
-    return {"train": train} if not others else {"train": root}
+    {"train": root} (the whole folder is the train split). Names match ignoring case
+    (``Train/``, ``Test/``).
+
+    Raises:
+        DataError: the whole folder would be the train split, but some of its subfolders
+            are named as splits (``training/``, ``test/`` without ``train/``) or are the
+            CycleGAN layout (``trainA/``): they would become classes, and test images would
+            be trained on.
+    """
+    subfolders = {d.name.lower(): d for d in sorted(root.iterdir())
+                  if d.is_dir() and not d.name.startswith(".")}
+    train = subfolders.get("train")
+    if train is not None:
+        test = next((subfolders[n] for n in TEST_FOLDERS if n in subfolders), None)
+        if test is not None:
+            return {"train": train, "test": test}
+        if len(subfolders) == 1:
+            return {"train": train}
+    names = [d.name for d in subfolders.values()]
+    if {"traina", "trainb"} <= set(subfolders):
+        raise DataError(f"{root} has the CycleGAN layout ({', '.join(sorted(names))}): use "
+                        f"unpaired:{root} for two unpaired domains")
+    splits = sorted(d.name for k, d in subfolders.items() if k in SPLIT_NAMES)
+    if splits:
+        raise DataError(f"{root}: subfolder(s) {', '.join(f'{n}/' for n in splits)} name a "
+                        f"split but would be read as classes (with "
+                        f"{', '.join(f'{n}/' for n in sorted(names) if n not in splits) or 'none'}"
+                        f"); give the splits as train/ and test/ (or val/), each holding the "
+                        f"class subfolders")
+    return {"train": root}
 
 
 def _split_folder(root: Path, split: str) -> tuple[Path, Path | None]:
@@ -373,6 +404,20 @@ def _labels(rel_parts: list[tuple[str, ...]], other_parts: list[tuple[str, ...]]
                    | {p[0] for p in other_parts if len(p) > 1})
     index = {name: k for k, name in enumerate(names)}
     return torch.tensor([index[p[0]] for p in rel_parts], dtype=torch.int64), names
+
+
+def _classes_in_turn(paths: list[Path], folder: Path) -> list[Path]:
+    """Files in class subfolders reordered to take one from each class in turn (each class in
+    sorted order), so the first N cover the classes evenly; images at the top level
+    (unlabelled data) keep the sorted order."""
+    parts = [p.relative_to(folder).parts for p in paths]
+    if any(len(q) == 1 for q in parts):
+        return paths
+    by_class: dict[str, list[Path]] = {}
+    for p, q in zip(paths, parts):
+        by_class.setdefault(q[0], []).append(p)
+    groups = [by_class[k] for k in sorted(by_class)]
+    return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
 
 
 def _no_images_message(folder: Path) -> str:
@@ -446,6 +491,8 @@ def load_folder(arg: str | None, *, split: str, image_size: int | None, data_dir
     paths = scan_images(folder)
     if not paths:
         raise DataError(_no_images_message(folder))
+    if num_images is not None and num_images < len(paths):
+        paths = _classes_in_turn(paths, folder)
     skipped: list[tuple[str, str]] = []
     images, kept = _decode_or_skip(paths, folder, size=image_size or DEFAULT_SIZE,
                                    on_bad_image=on_bad_image, skipped=skipped,

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from IDX files, downloaded and checked by sha256.
+"""MNIST, Fashion-MNIST and Kuzushiji-MNIST from IDX files, downloaded and checked by sha256.
 
 The IDX format (http://yann.lecun.com/exdb/mnist/): two zero bytes, a type byte, the number
 of dimensions, one big-endian int32 per dimension, then the big-endian data. The files are
@@ -182,6 +182,22 @@ SOURCES: dict[str, IdxSource] = {
             }),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
          "Bag", "Ankle boot")),
+    # Kuzushiji-MNIST (Clanuwat et al. 2018, https://github.com/rois-codh/kmnist): the
+    # classes are hiragana, named by their romanisation in the dataset's class order
+    "kmnist": IdxSource(
+        _remote_files(
+            ("https://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+            {
+                "train-images-idx3-ubyte.gz": (
+                    "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4", 18165135),
+                "train-labels-idx1-ubyte.gz": (
+                    "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17", 29497),
+                "t10k-images-idx3-ubyte.gz": (
+                    "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5", 3041136),
+                "t10k-labels-idx1-ubyte.gz": (
+                    "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c", 5120),
+            }),
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
 }
 
 
@@ -192,7 +208,7 @@ def load_idx_dataset(name: str, *, split: str, image_size: int | None, data_dir:
     An unzipped copy (the same file name without ``.gz``) is read in place of the archive.
 
     Args:
-        name: a key of :data:`SOURCES` ("mnist", "fashion-mnist").
+        name: a key of :data:`SOURCES` ("mnist", "fashion-mnist", "kmnist").
         split: "train" or "test".
         image_size: output side length; None keeps 28.
         data_dir: the data folder; the files live in its ``name`` subfolder.
@@ -258,3 +274,5 @@ _register("mnist", "MNIST handwritten digits (10 classes, 60k train / 10k test, 
             "grayscale; downloaded once, 11 MB)")
 _register("fashion-mnist", "Fashion-MNIST clothing (10 classes, 60k train / 10k test, 28px "
             "grayscale; downloaded once, 30 MB)")
+_register("kmnist", "Kuzushiji-MNIST cursive Japanese characters (10 hiragana classes, 60k "
+            "train / 10k test, 28px grayscale; downloaded once, 21 MB)")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pixgen.config import run_data_dir
 from pixgen.data import load_dataset
 from pixgen.data.base import DataInfo, ImageData
 from pixgen.data.transforms import to_float, to_uint8
@@ -159,7 +160,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
         seed: sampling seed.
         device: where to run the model and the feature extractor.
         batch_size: images per forward pass.
-        data_dir: where downloadable datasets live.
+        data_dir: where downloadable datasets live (default: the run's own data.data_dir).
         inception_weights: a local InceptionV3 weights file (offline use).
         progress: show progress bars.
         write: write eval.json and README.md (the model card) into the run directory.
@@ -184,6 +185,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
                           f"generative models (the classifier reports its test accuracy when "
                           f"trained)")
     info = DataInfo(**meta["data"])
+    data_dir = data_dir or run_data_dir(model.run_dir)  # where the run found its data
     requested = None
     if model.can("class_conditional"):
         requested = torch.arange(n) % info.num_classes

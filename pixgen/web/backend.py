@@ -326,6 +326,7 @@ def interpolate(runs: Runs, name: str, *, n: Any = 8, seed_a: Any = 0, seed_b: A
 def builtin_examples(runs: Runs, name: str) -> list[tuple[str, np.ndarray]]:
     """Test images of the run's own dataset, when it loads offline (built-in data or data
     already on disk): [(caption, HxWx3 uint8)], at most :data:`BUILTIN_EXAMPLES`."""
+    from pixgen.config import run_data_dir
     from pixgen.data import load_dataset
 
     run = runs.get(name)
@@ -338,7 +339,8 @@ def builtin_examples(runs: Runs, name: str) -> list[tuple[str, np.ndarray]]:
             try:
                 ds = load_dataset(spec, split="test", image_size=model.config["image_size"],
                                   channels=model.config["channels"], download=False,
-                                  num_images=BUILTIN_EXAMPLES)
+                                  num_images=BUILTIN_EXAMPLES,
+                                  data_dir=run_data_dir(getattr(model, "run_dir", None)))
                 k = max(1, EXAMPLE_DISPLAY_SIZE // model.config["image_size"])
                 # unpaired data: half from each domain, named, so BtoA has B images to take
                 sets = ([(f"{spec} {ds.domains[0]} test", ds.images[:BUILTIN_EXAMPLES // 2]),

@@ -100,11 +100,30 @@ def test_split_folders_train_alone_or_with_val(tmp_path):
     test = load(tmp_path, split="test", image_size=16)
     assert test.class_names == ["cat", "dog"] and test.labels.tolist() == [1]
     assert len(load(tmp_path, image_size=16)) == 2  # val/ images are never trained on
-    # beside a folder that is not a split, train/ is an ordinary class folder
+    # split names are matched ignoring case (Kaggle's Train/ Test/ became two classes,
+    # and the test images were trained on)
+    caps = tmp_path / "caps"
+    save(caps / "Train" / "cat" / "1.png", rgb(0))
+    save(caps / "Train" / "dog" / "2.png", rgb(1))
+    save(caps / "Test" / "dog" / "3.png", rgb(2))
+    assert load(caps, image_size=16).class_names == ["cat", "dog"]
+    assert load(caps, split="test", image_size=16).labels.tolist() == [1]
+    # a split name beside folders that are not splits would be a class: refused
     other = tmp_path / "other"
     save(other / "train" / "1.png", rgb(0))
     save(other / "bird" / "2.png", rgb(1))
-    assert load(other, image_size=16).class_names == ["bird", "train"]
+    with pytest.raises(DataError, match=r"subfolder\(s\) train/ name a split but would be "
+                       r"read as classes \(with bird/\)"):
+        load(other, image_size=16)
+    save(other / "testing" / "3.png", rgb(1))
+    with pytest.raises(DataError, match="testing/, train/ name a split"):
+        load(other, image_size=16)
+    # the CycleGAN layout names the spec to use
+    pairs = tmp_path / "pairs"
+    for d in ("trainA", "trainB", "testA", "testB"):
+        save(pairs / d / "1.png", rgb(0))
+    with pytest.raises(DataError, match=f"use unpaired:{pairs} for two unpaired domains"):
+        load(pairs, image_size=16)
 
 
 def test_symlinked_class_folders_are_read_once(tmp_path):
@@ -233,6 +252,27 @@ def test_exif_orientation_is_applied(tmp_path):
     assert (data[:, 8:] == torch.tensor([0, 0, 255], dtype=torch.uint8).view(3, 1, 1)).all()
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_rotated_jpegs_decoded_small_are_cropped_as_decoded_whole(tmp_path, orientation):
+    """A JPEG decoded at 1/k pads its right and bottom edges to a multiple of k; after an
+    EXIF flip or rotation the padding moved and the crop slid by up to k - 1 pixels."""
+    rng = np.random.default_rng(orientation)
+    img = np.kron(rng.integers(0, 256, (31, 67, 3), np.uint8), np.ones((17, 17, 1), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(img).save(tmp_path / "x.jpg", quality=95, exif=exif.tobytes())
+    small = folder_mod.read_image(tmp_path / "x.jpg", size=32).astype(int)
+    whole = folder_mod.crop_resize(folder_mod.read_image(tmp_path / "x.jpg"), 32).astype(int)
+    assert np.abs(small - whole).mean() < 6  # the reduced decode's own small differences
+
+
+def test_16_bit_grayscale_with_a_transparent_grey_is_white_there(tmp_path):
+    Image.fromarray(np.array([[0, 4369, 8738, 0]], np.uint16)).save(tmp_path / "t.png",
+                                                                   transparency=0)
+    assert Image.open(tmp_path / "t.png").info.get("transparency") == 0
+    assert folder_mod.read_image(tmp_path / "t.png").tolist() == [[255, 17, 34, 255]]
+
+
 def test_deep_and_float_modes_scale_to_8_bits():
     f = Image.fromarray(np.array([[0.0, 0.5, 1.0, 2.0]], np.float32), "F")
     assert np.asarray(folder_mod._to_l_or_rgb(f)).tolist() == [[0, 128, 255, 255]]
@@ -321,10 +361,12 @@ def test_several_bad_files_are_listed(tmp_path):
 
 
 def test_num_images_decodes_only_the_first_readable_files(tmp_path, monkeypatch):
+    """Taken from each class in turn: the first N of the sorted files were the first
+    classes only (3 classes x 100 images, N = 150: 100, 50, 0)."""
     arrays = {f"{c}/{k}.png": rgb(10 * i + k) for i, c in enumerate("abc") for k in range(3)}
     for rel, arr in arrays.items():
         save(tmp_path / rel, arr)
-    (tmp_path / "a" / "1.png").write_bytes(b"broken")  # the second file cannot be read
+    (tmp_path / "a" / "1.png").write_bytes(b"broken")  # cannot be read
     save(tmp_path / "b" / "1.png", np.full((16, 16), 7, np.uint8))  # a grayscale one
     decoded: list[int] = []
     real = folder_mod.decode_images
@@ -333,18 +375,21 @@ def test_num_images_decodes_only_the_first_readable_files(tmp_path, monkeypatch)
     data = load_dataset("folder:" + str(tmp_path), image_size=16, num_images=4,
                         on_bad_image="skip")
     assert sum(decoded) == 5  # four readable files and the broken one, not all nine
-    order = ["a/0.png", "a/2.png", "b/0.png", "b/1.png"]
-    assert data.labels.tolist() == [0, 0, 1, 1]
-    assert data.class_names == ["a", "b", "c"]  # the unread class keeps its label
+    order = ["a/0.png", "b/0.png", "c/0.png"]  # then a/1.png (broken), b/1.png
+    assert data.labels.tolist() == [0, 1, 2, 1]
+    assert data.class_names == ["a", "b", "c"]
     assert data.images.shape == (4, 3, 16, 16)
     for img, rel in zip(data.images[:3], order):
         assert torch.equal(img, torch.from_numpy(arrays[rel].transpose(2, 0, 1)))
     assert (data.images[3] == 7).all()  # grayscale expanded to RGB beside colour ones
     assert [Path(p).name for p, _ in data.skipped] == ["1.png"]
-    # The same images as decoding everything and keeping the first four.
+    # classes of unequal size: the small one runs out, the others go on in turn
     monkeypatch.setattr(folder_mod, "decode_images", real)
-    whole = load_dataset("folder:" + str(tmp_path), image_size=16, on_bad_image="skip")
-    assert torch.equal(whole.images[:4], data.images)
+    for k in range(3, 6):
+        save(tmp_path / "c" / f"{k}.png", rgb(k))
+    data = load_dataset("folder:" + str(tmp_path), image_size=16, num_images=10,
+                        on_bad_image="skip")
+    assert data.labels.tolist() == [0, 1, 2, 1, 2, 0, 1, 2, 2, 2]
 
 
 def test_unread_top_level_file_still_makes_the_data_unlabelled(tmp_path):

@@ -154,6 +154,18 @@ def test_fashion_mnist_class_names_and_resize(tmp_path, monkeypatch):
     assert (tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").is_file()
 
 
+def test_kmnist_downloads_from_its_mirror_with_its_class_names(tmp_path, monkeypatch):
+    assert idx.SOURCES["kmnist"].files[TEST_FILES[0]].urls == (
+        "https://codh.rois.ac.jp/kmnist/dataset/kmnist/t10k-images-idx3-ubyte.gz",)
+    images, labels = sample(6)
+    serve(monkeypatch, tmp_path, "kmnist", images, labels)
+    data = load_dataset("kmnist", data_dir=tmp_path, split="test")
+    assert torch.equal(data.images[:, 0], torch.from_numpy(images))
+    assert data.labels.tolist() == labels.tolist() and data.class_names[:4] == ["o", "ki",
+                                                                                 "su", "tsu"]
+    assert (tmp_path / "kmnist" / "t10k-labels-idx1-ubyte.gz").is_file()
+
+
 def test_mnist_download_sha_mismatch_deletes_the_file(tmp_path, monkeypatch):
     images, labels = sample()
     serve(monkeypatch, tmp_path, "mnist", images, labels)
@@ -223,7 +235,7 @@ def test_mnist_validates_unzipped_files(tmp_path, bad, problem):
 
 
 def test_registration_and_tables():
-    assert "mnist" in DATASETS and "fashion-mnist" in DATASETS
+    assert {"mnist", "fashion-mnist", "kmnist"} <= set(DATASETS)
     with pytest.raises(ConfigError, match="takes no argument"):
         load_dataset("mnist:x")
     for name, source in idx.SOURCES.items():
@@ -233,3 +245,30 @@ def test_registration_and_tables():
             assert all(u.endswith("/" + f.filename) for u in f.urls)
     assert idx.SOURCES["mnist"].files[TEST_FILES[0]].urls[0].startswith(
         "https://ossci-datasets.s3.amazonaws.com/mnist/")
+
+
+def test_a_run_finds_its_data_where_it_was_trained(tmp_path, monkeypatch):
+    """`--data-dir` is saved in config.yaml; inpaint --image mnist (and eval, augment-score,
+    latent-map, the web's examples) used the default data folder instead: an offline
+    failure or an 11-170 MB download of data already on disk."""
+    from pixgen.cli import main
+    from pixgen.config import run_data_dir
+    from conftest import TINY_MODEL_ARGS, tiny_overrides
+
+    images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    labels = (np.arange(16) % 10).astype(np.uint8)
+    for split in ("train", "test"):
+        write_split(tmp_path / "dd" / "mnist", images, labels, gz=False, split=split)
+    import pixgen
+
+    run = tmp_path / "run"
+    pixgen.train("gan-mlp", data="mnist", steps=1, batch_size=8, image_size=8, out=run,
+                 progress=False, overrides=tiny_overrides(
+                     **{"data.data_dir": str(tmp_path / "dd"), "data.num_images": None}),
+                 **TINY_MODEL_ARGS["gan-mlp"])
+    assert run_data_dir(run) == str(tmp_path / "dd") and run_data_dir(tmp_path) is None
+    monkeypatch.setenv("PIXGEN_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    assert main(["inpaint", str(run), "--image", "mnist", "--n", "2", "--steps", "1",
+                 "--restarts", "1", "--out", str(tmp_path / "inp"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "inp").glob("mnist-*.png"))) == 2

@@ -367,6 +367,25 @@ def test_check_data_empty_folder_builtin_and_usage_errors(tmp_path, capsys):
     assert "did you mean 'digits'" in capsys.readouterr().err
 
 
+def test_check_data_names_classes_as_training_does(tmp_path):
+    """A bad file at the top level was listed as a class; an unpaired folder without a test
+    split, which training takes, was refused."""
+    write(tmp_path / "pics" / "cat", {"1.png": png_bytes(Image.new("RGB", (4, 4)))})
+    write(tmp_path / "pics" / "dog", {"1.png": png_bytes(Image.new("RGB", (4, 4)))})
+    (tmp_path / "pics" / "junk.png").write_bytes(b"not a png")
+    report = pixgen.check_data(folder_spec(tmp_path / "pics"))
+    assert report.splits[0].class_counts == {"cat": 1, "dog": 1}
+    assert load_dataset(folder_spec(tmp_path / "pics"), on_bad_image="skip",
+                        image_size=8).class_names == ["cat", "dog"]
+    for d in ("trainA", "trainB"):
+        write(tmp_path / "ab" / d, {"1.png": png_bytes(Image.new("RGB", (4, 4)))})
+    report = pixgen.check_data(f"unpaired:{tmp_path / 'ab'}")
+    assert report.ok and [s.name for s in report.splits] == ["trainA", "trainB"]
+    write(tmp_path / "ab" / "testA", {"1.png": png_bytes(Image.new("RGB", (4, 4)))})
+    report = pixgen.check_data(f"unpaired:{tmp_path / 'ab'}")
+    assert not report.ok and "has no testB/ folder" in report.splits[-1].error
+
+
 def test_check_data_help_documents_the_exit_status(capsys):
     with pytest.raises(SystemExit):
         main(["check-data", "--help"])
