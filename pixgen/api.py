@@ -16,7 +16,7 @@ from pixgen.config import (RESUMABLE_KEYS, RunConfig, changed_keys, check_config
                            dotted_value, set_key, validate_model_args)
 from pixgen.data.base import bad_image_policy, write_bad_image_report
 from pixgen.errors import CheckpointError, ConfigError, StageOneStopped
-from pixgen.models.base import ModelArgsError, PixgenModel
+from pixgen.models.base import GenerativeModel, ModelArgsError, PixgenModel, models_with
 from pixgen.sampling import generate, generate_batches  # noqa: F401  (re-exported as pixgen.*)
 from pixgen.registry import DATASETS, MODELS
 from pixgen.train import checkpoint as ckpt
@@ -95,6 +95,10 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
                                 "out": str(out) if out is not None else None}
     settings = {k: v for k, v in settings.items() if v is not None}  # None: not given
     settings.update({f"model.{k}": v for k, v in model_args.items()})
+    twice = sorted(set(settings) & set(overrides or {}))
+    if twice:  # which should win was arbitrary (--steps lost to --set, --lr won)
+        raise ConfigError(f"{twice[0]} is given twice, as an argument (flag) and in overrides "
+                          f"(--set); give it once")
     settings.update(overrides or {})
     if from_run is not None:
         settings["train.init_from"] = str(from_run)
@@ -120,6 +124,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         saved = RunConfig.from_yaml(run_dir / "config.yaml")
         cfg = build_config(settings, base=saved, resume=True)
         check_config(cfg)
+        _check_evaluation(cfg)
         distributed.setup(cfg.device)
     else:
         if isinstance(config, (str, Path)):
@@ -129,6 +134,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         # Fail early on a bad name or value, before any directory is made or data loaded.
         check_config(cfg)
         validate_model_args(MODELS.get(cfg.model), cfg.model_args)
+        _check_evaluation(cfg)
         _check_stage1_steps(cfg, stage1_steps)
         if cfg.train.init_from and "data.spec" not in settings and config is None:
             _take_data_from_run(cfg)  # before the run directory is named after it
@@ -167,6 +173,15 @@ def _run_trainer(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool
         if len(skipped) > n:  # the test split too, for evaluations during training
             _report_bad_images(run_dir, skipped)
     return model
+
+
+def _check_evaluation(cfg: RunConfig) -> None:
+    """train.eval_every scores samples: a model that draws none cannot take it (it was
+    ignored without a word)."""
+    if cfg.train.eval_every and not issubclass(MODELS.get(cfg.model), GenerativeModel):
+        raise ConfigError(f"train.eval_every (--eval-every) scores samples, and {cfg.model!r} "
+                          f"does not draw any (models that do: "
+                          f"{', '.join(models_with('sample'))}); drop it")
 
 
 def _check_stage1_steps(cfg: RunConfig, steps: int | None) -> None:
@@ -295,8 +310,10 @@ def _finish_stage_one(cfg: RunConfig, run_dir: Path, progress: bool,
         raise CheckpointError(f"cannot resume: stage one of {run_dir} stopped before its "
                               f"first checkpoint ({stage1} has no {ckpt.STATE}); delete "
                               f"{run_dir} and start again")
-    given = {k: v for k, v in settings.items()
-             if k in RESUMABLE_KEYS and k not in ("train.steps", "out")}
+    from pixgen.train.trainer import TUNABLE_ON_RESUME
+
+    given = {k: v for k, v in settings.items()  # not the steps, folder or optimiser of stage 2
+             if k in RESUMABLE_KEYS and k not in ("train.steps", "out", *TUNABLE_ON_RESUME)}
     with _resumed_as(cfg.model, run_dir):
         first = train(cls.stage_one, out=stage1, resume=True, progress=progress,
                       overrides=given)

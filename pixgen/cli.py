@@ -505,7 +505,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     flags = {"train.lr": args.lr, "data.channels": args.channels, "data.data_dir": args.data_dir,
              "train.eval_every": args.eval_every, "data.on_bad_image": args.on_bad_image,
              "train.precision": args.precision, "train.compile": args.compile}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in overrides:  # which should win was arbitrary: refused
+            flag = "--" + key.split(".")[-1].replace("_", "-")
+            raise ConfigError(f"{flag} and --set {key}=... both set {key}; give it once")
+        overrides[key] = value
     t0 = time.perf_counter()
     model = pixgen.train(args.model, data=args.data, steps=args.steps,
                          batch_size=args.batch_size, out=args.out, resume=args.resume,

@@ -12,6 +12,7 @@ import collections.abc
 import dataclasses
 import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ class TrainConfig:
         tensorboard: write TensorBoard event files.
         init_from: a finished run whose weights a new run starts from (`--from RUN`): the
             same model to fine-tune it, or the stage-one model a two-stage model builds on
-            (a vqvae for vqvae-prior). Ignored when resuming.
+            (a vqvae for vqvae-prior). A resumed run keeps its own (changing it is refused).
     """
 
     steps: int = 5000
@@ -262,7 +263,13 @@ def coerce(value: Any, tp: Any, *, what: str) -> Any:
 
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value: YAML scalars and lists, plus 1e-4 style floats."""
+    """Parse a command-line value: YAML scalars and lists, plus 1e-4 style floats. Whole
+    numbers are decimal, as with the flags (YAML 1.1 reads 010 as 8 and 1:05 as 65)."""
+    t = text.strip()
+    if re.fullmatch(r"[-+]?[0-9]+", t):
+        return int(t, 10)
+    if re.fullmatch(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?", t):
+        return t  # YAML 1.1's base 60: a string here, refused where a number is expected
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -350,6 +357,8 @@ def check_config(cfg: RunConfig) -> None:
         if not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, not {value}")
     checks = [
+        (-2**63 <= cfg.seed < 2**64, f"seed must be between -2**63 and 2**64 - 1 (torch's "
+         f"range), not {cfg.seed}"),
         (d.image_size is None or MIN_IMAGE_SIZE <= d.image_size <= MAX_IMAGE_SIZE,
          f"data.image_size {d.image_size} is out of range; use {MIN_IMAGE_SIZE} to "
          f"{MAX_IMAGE_SIZE} pixels"),
@@ -407,7 +416,11 @@ def check_config(cfg: RunConfig) -> None:
 RESUMABLE_KEYS = {"train.steps", "train.log_every", "train.sample_every", "train.ckpt_every",
                   "train.num_samples", "train.tensorboard", "train.max_nonfinite",
                   "train.max_minutes", "train.eval_every", "train.eval_n", "device",
-                  "out", "train.grad_accum", "train.compile", "data.on_bad_image"}
+                  "out", "train.grad_accum", "train.compile", "data.on_bad_image",
+                  "data.data_dir",  # the same data, found elsewhere (another machine)
+                  # what a diverged run needs to go on: a lower LR, clipping
+                  "train.lr", "train.group_lr", "train.betas", "train.weight_decay",
+                  "train.grad_clip"}
 
 
 def run_data_dir(run_dir: str | Path | None) -> str | None:

@@ -86,3 +86,11 @@ def test_parse_value():
     assert parse_value("true") is True
     assert parse_value("[1, 2]") == [1, 2]
     assert parse_value("folder:x") == "folder:x"
+    # whole numbers are decimal, as the flags read them (YAML 1.1: 010 = 8, 1:05 = 65)
+    assert parse_value("010") == 10 and parse_value("-007") == -7 and parse_value("0") == 0
+    assert parse_value("1:05") == "1:05" and parse_value("1:2.5") == "1:2.5"
+    cfg = RunConfig()
+    apply_overrides(cfg, ["seed=010", "train.log_every=0010"])
+    assert cfg.seed == 10 and cfg.train.log_every == 10
+    with pytest.raises(ConfigError, match="train.steps must be a whole number"):
+        apply_overrides(cfg, ["train.steps=1:05"])

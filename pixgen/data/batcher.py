@@ -51,7 +51,8 @@ class DeviceBatcher:
     def _permutation(self, n: int, epoch: int, stream: int) -> torch.Tensor:
         key = (n, epoch, stream)
         if key not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + stream * 7_919_993)
+            g = torch.Generator().manual_seed(  # in torch's seed range for any run seed
+                (self.seed * 1_000_003 + epoch + stream * 7_919_993) % 2**64)
             self._perms = {k: v for k, v in self._perms.items() if k[2] != stream}
             self._perms[key] = torch.randperm(n, generator=g).to(self.data.images.device)
         return self._perms[key]

@@ -112,11 +112,15 @@ def previous_state_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def save_state(path: str | Path, state: dict[str, Any]) -> None:
+def save_state(path: str | Path, state: dict[str, Any], *, keep_previous: bool = True
+               ) -> None:
     """Save the resumable training state with ``torch.save``, atomically, keeping the state
-    it replaces as ``state.prev.pt`` (a fallback should the newest file be damaged later)."""
+    it replaces as ``state.prev.pt`` (a fallback should the newest file be damaged later).
+
+    ``keep_previous=False``: the current file is damaged; it is replaced, and
+    ``state.prev.pt`` is left as it is (still the fallback should this write fail)."""
     path = Path(path)
-    if path.exists():
+    if path.exists() and keep_previous:
         prev = previous_state_path(path)
         tmp = prev.with_name(f".{prev.name}.tmp")
         tmp.unlink(missing_ok=True)

@@ -238,6 +238,13 @@ def build_optimizers(model: PixgenModel, cfg: RunConfig, device: torch.device
     return optimizers, groups
 
 
+#: the optimiser settings the config decides, also on resume (the rest is the checkpoint's)
+OPTIMIZER_SETTINGS = ("lr", "betas", "weight_decay")
+#: resumable keys that change the optimisation: said when a resumed run changes them
+TUNABLE_ON_RESUME = ("train.lr", "train.group_lr", "train.betas", "train.weight_decay",
+                     "train.grad_clip")
+
+
 def lr_factor(schedule: str, *, step: int, steps: int, decay_start: float) -> float:
     """Learning-rate multiplier at ``step``: 1 until ``decay_start * steps``, then a linear
     or cosine decay reaching 0 at ``steps`` (CycleGAN, Zhu et al. 2017, sec. 4: constant for
@@ -497,7 +504,12 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             for name, opt in self.optimizers.items():
+                # the moments and step counts come from the checkpoint; lr, betas and
+                # weight decay from the config (which --resume --set may have changed)
+                settings = [{k: g[k] for k in OPTIMIZER_SETTINGS} for g in opt.param_groups]
                 opt.load_state_dict(state["optimizers"][name])
+                for group, setting in zip(opt.param_groups, settings):
+                    group.update(setting)
             if self.ema is not None:
                 if state.get("ema") is None:
                     raise KeyError("ema")
@@ -518,6 +530,26 @@ class Trainer:
                                   f"replaced? Restore it, or start a new run") from None
         self._warn_if_environment_changed(state)
         self._warn_if_config_edited(state.get("config"))
+        self._warn_if_schedule_moved(state.get("config"))
+
+    def _warn_if_schedule_moved(self, saved: dict[str, Any] | None) -> None:
+        """A decaying LR schedule is a function of train.steps: a run extended (or cut) on
+        resume jumps to the new schedule's factor; say so."""
+        t = self.cfg.train
+        try:
+            old_steps = int(saved["train"]["steps"]) if saved else t.steps
+        except (KeyError, TypeError, ValueError):
+            return
+        if self.lr_schedule == "constant" or old_steps == t.steps or not self.is_main:
+            return
+        before = lr_factor(self.lr_schedule, step=self.step, steps=old_steps,
+                           decay_start=t.lr_decay_start)
+        after = lr_factor(self.lr_schedule, step=self.step, steps=t.steps,
+                          decay_start=t.lr_decay_start)
+        if abs(before - after) > 1e-9:
+            progress_write(f"pixgen: warning: the {self.lr_schedule} learning-rate schedule "
+                           f"spans train.steps, now {t.steps} (was {old_steps}): at step "
+                           f"{self.step} its factor goes from {before:.3g} to {after:.3g}")
 
     def _warn_if_config_edited(self, saved: dict[str, Any] | None) -> None:
         """config.yaml is the run's record; a key changed there by hand since the checkpoint
@@ -526,14 +558,18 @@ class Trainer:
             return
         now = self.cfg.to_dict()
         try:
-            edited = [k for k in changed_keys(saved, now) if k not in RESUMABLE_KEYS]
+            changed = changed_keys(saved, now)
             shown = [f"{k} {dotted_value(saved, k)!r} -> {dotted_value(now, k)!r}"
-                     for k in edited[:3]]
+                     for k in changed if k not in RESUMABLE_KEYS][:3]
+            tuned = [f"{k} {dotted_value(saved, k)!r} -> {dotted_value(now, k)!r}"
+                     for k in changed if k in TUNABLE_ON_RESUME]
         except (KeyError, AttributeError, TypeError):  # a checkpoint of an older layout
             return
         if shown:
             progress_write(f"pixgen: warning: config.yaml differs from the checkpoint's "
                            f"settings ({'; '.join(shown)}); the run goes on with config.yaml's")
+        if tuned:
+            progress_write(f"pixgen: resuming with {'; '.join(tuned)}")
 
     def _best_saved(self) -> float:
         """The FID of best/, which evaluations after the last checkpoint may have improved
@@ -614,10 +650,9 @@ class Trainer:
                       "batch_size": self.cfg.train.batch_size, "seed": self.cfg.seed,
                       "ema_halflife_kimg": self.ema_halflife})
         nonfinite = self.guard.state_dict()
-        if self._state_damaged:  # never keep the damaged file as the fallback
-            (self.run_dir / ckpt.STATE).unlink(missing_ok=True)
-            self._state_damaged = False
-        ckpt.save_state(self.run_dir / ckpt.STATE, {
+        # a damaged state.pt (resumed from state.prev.pt) is replaced, never kept as the
+        # fallback; state.prev.pt stays the fallback until the new file is written
+        ckpt.save_state(self.run_dir / ckpt.STATE, keep_previous=not self._state_damaged, state={
             "step": self.step,
             "elapsed": self.elapsed,
             "model": live.state_dict(),
@@ -637,6 +672,7 @@ class Trainer:
             "versions": {"torch": str(torch.__version__)},
             "determinism": _determinism(),
         })
+        self._state_damaged = False
         self.saved_step = self.step
 
     # -- samples --------------------------------------------------------------------------

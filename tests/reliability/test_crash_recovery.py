@@ -56,6 +56,30 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(reference, tmp
     assert steps == list(range(1, 16))
 
 
+def test_a_failed_save_after_falling_back_keeps_the_fallback(reference, tmp_path,
+                                                             monkeypatch):
+    """The damaged state.pt was deleted before the new one was written: a full disk then
+    left only state.prev.pt, and the run could not be resumed at all."""
+    run = tmp_path / "run"
+    train(run, 10)
+    data = (run / "state.pt").read_bytes()
+    (run / "state.pt").write_bytes(data[: len(data) // 2])
+    real_save = torch.save
+
+    def full(obj, f, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(CheckpointError, match="No space left"):
+        resume(run, 15)
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    assert (run / "state.pt").read_bytes() == data[: len(data) // 2]  # still the damaged one
+    assert torch.load(run / "state.prev.pt", weights_only=True)["step"] == 5
+    resume(run, 15)  # falls back again, and finishes as if nothing had happened
+    assert same(weights(run), reference)
+    assert torch.load(run / "state.prev.pt", weights_only=True)["step"] == 10
+
+
 def test_a_damaged_checkpoint_never_becomes_the_fallback(tmp_path):
     run = tmp_path / "run"
     train(run, 10)

@@ -42,11 +42,36 @@ def test_resume_equals_uninterrupted(name, tmp_path):
 def test_a_hand_edited_config_is_said_on_resume(tmp_path, capsys):
     _train("vae", tmp_path / "r", 2)
     path = tmp_path / "r" / "config.yaml"
-    assert "  lr: null\n" in path.read_text()
-    path.write_text(path.read_text().replace("  lr: null\n", "  lr: 0.0001\n"))
+    assert "  hflip: false\n" in path.read_text()
+    path.write_text(path.read_text().replace("  hflip: false\n", "  hflip: true\n"))
     pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False)
-    assert "config.yaml differs from the checkpoint's settings (train.lr None -> 0.0001)" \
+    assert "config.yaml differs from the checkpoint's settings (data.hflip False -> True)" \
         in capsys.readouterr().out
+
+
+def test_resume_takes_a_new_learning_rate_and_clipping(tmp_path, capsys):
+    """What a diverged run is told to do: the optimiser's saved lr, betas and weight decay
+    used to win over config.yaml's (and --set train.lr was refused on resume)."""
+    _train("vae", tmp_path / "r", 2)
+    path = tmp_path / "r" / "config.yaml"
+    path.write_text(path.read_text().replace("  weight_decay: 0.0\n", "  weight_decay: 0.5\n"))
+    pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False,
+                 overrides={"train.lr": 1e-4, "train.grad_clip": 1.0})
+    out = capsys.readouterr().out
+    assert "resuming with train.grad_clip None -> 1.0; train.lr None -> 0.0001; " \
+        "train.weight_decay 0.0 -> 0.5" in out and "differs" not in out
+    group = torch.load(tmp_path / "r" / "state.pt", weights_only=True)["optimizers"]["model"][
+        "param_groups"][0]
+    assert group["lr"] == 1e-4 and group["weight_decay"] == 0.5
+    assert group["betas"] == (0.9, 0.999) or list(group["betas"]) == [0.9, 0.999]
+
+
+def test_extending_a_decaying_schedule_on_resume_is_said(tmp_path, capsys):
+    _train("gan-mlp", tmp_path / "r", 4, overrides={"train.lr_schedule": "linear"})
+    capsys.readouterr()
+    pixgen.train(out=tmp_path / "r", resume=True, steps=8, progress=False)
+    assert "the linear learning-rate schedule spans train.steps, now 8 (was 4): at step 4 " \
+        "its factor goes from 0 to 1" in capsys.readouterr().out
 
 
 def test_resume_refuses_changed_settings(tmp_path):
@@ -311,3 +336,25 @@ def test_channels_last_setting(name, setting, tmp_path):
 def test_channels_last_setting_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="channels_last"):
         _train("dcgan", tmp_path / "run", 1, overrides={"train.channels_last": "sometimes"})
+
+
+def test_settings_given_twice_or_that_do_nothing_are_refused(tmp_path):
+    """--steps lost to --set train.steps while --lr won over --set train.lr; --eval-every on
+    a model that draws no samples was ignored; a seed past torch's range crashed at the
+    first batch, after the run directory was made."""
+    from pixgen.cli import main
+
+    with pytest.raises(ConfigError, match="train.steps is given twice"):
+        pixgen.train("gan-mlp", data="digits", steps=3, overrides={"train.steps": 2},
+                     out=tmp_path / "a", progress=False)
+    assert main(["train", "gan-mlp", "--lr", "0.1", "--set", "train.lr=0.2",
+                 "--out", str(tmp_path / "b")]) == 2
+    with pytest.raises(ConfigError, match=r"'vqvae' does not draw any \(models that do: .*"
+                       r"vqvae-prior\)"):
+        pixgen.train("vqvae", data="digits", steps=2, out=tmp_path / "c", progress=False,
+                     overrides={"train.eval_every": 1})
+    with pytest.raises(ConfigError, match="seed must be between"):
+        pixgen.train("gan-mlp", data="digits", steps=2, seed=2**64, out=tmp_path / "d",
+                     progress=False)
+    assert not any(tmp_path.iterdir())
+    _train("gan-mlp", tmp_path / "e", 2, seed=20_000_000_000_000)  # overflowed the batcher
