@@ -89,7 +89,10 @@ class StabilityMonitor:
                 self._alarm(step, name, message, logger)
 
     def on_samples(self, step: int, images: torch.Tensor, logger: Any) -> float:
-        """Log the samples' diversity relative to the data's; alarm on a collapse."""
+        """Log the samples' diversity relative to the data's; alarm on a collapse. A grid of
+        one image has no diversity to measure (``train.num_samples=1``): nothing is logged."""
+        if len(images) < 2:
+            return float("nan")
         ratio = sample_diversity(images) / self.real_diversity
         logger.log(step, {"diag/diversity": ratio})
         floor = max(COLLAPSE_RATIO, FALL_RATIO * self.best_ratio)

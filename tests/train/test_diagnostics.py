@@ -35,6 +35,13 @@ def test_diversity_of_copies_is_zero():
     assert sample_diversity(x[:1].expand(16, -1, -1, -1)) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_a_grid_of_one_image_logs_no_diversity():
+    """train.num_samples=1 logged diag/diversity = NaN at every grid."""
+    monitor, log = StabilityMonitor(Quiet(), real_images()), Log()
+    monitor.on_samples(100, real_images(1), log)
+    assert log.lines == []
+
+
 def test_collapse_alarm_fires_once(capsys):
     monitor, log = StabilityMonitor(Quiet(), real_images()), Log()
     assert monitor.on_samples(100, real_images(), log) == pytest.approx(1.0, abs=0.1)
