@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_MODEL_ARGS, tiny_overrides
 from pixgen.data import idx, load_dataset, transforms
 from pixgen.data.download import RemoteFile
 from pixgen.data.idx import read_idx
@@ -253,7 +254,6 @@ def test_a_run_finds_its_data_where_it_was_trained(tmp_path, monkeypatch):
     failure or an 11-170 MB download of data already on disk."""
     from pixgen.cli import main
     from pixgen.config import run_data_dir
-    from conftest import TINY_MODEL_ARGS, tiny_overrides
 
     images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
     labels = (np.arange(16) % 10).astype(np.uint8)
