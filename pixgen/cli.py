@@ -781,9 +781,8 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
     size, channels = model.config["image_size"], model.config["channels"]
     labels, names = None, info.class_names
     if args.images is None or not Path(args.images).expanduser().exists():
-        from pixgen.data import load_dataset
-
         from pixgen.config import run_data_dir
+        from pixgen.data import load_dataset
 
         spec = args.images or info.spec
         data = load_dataset(spec, split="test", image_size=size, channels=channels,

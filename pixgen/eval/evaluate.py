@@ -144,11 +144,15 @@ def mean_bits_per_dim(model: Any, images: torch.Tensor, *, batch_size: int = 256
     return total / count
 
 
+#: importance samples of the IWAE bound that `pixgen eval` reports for VAEs by default
+IWAE_K = 1000
+
+
 def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier",
                  split: str = "test", seed: int = 0, device: str = "auto",
                  batch_size: int = 256, data_dir: str | None = None,
                  inception_weights: str | None = None, progress: bool = True,
-                 write: bool = True, iwae_k: int = 1000, nll_n: int | None = None,
+                 write: bool = True, iwae_k: int = IWAE_K, nll_n: int | None = None,
                  sampling: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score a trained run against real images; write eval.json and the model card.
 
@@ -234,7 +238,7 @@ def _likelihood_flags(result: dict[str, Any]) -> str:
     n = result.get("bits_per_dim_n")
     if n is not None and n < result.get("n_real", n):
         flags += f" --nll-n {n}"
-    if result.get("iwae_k", 1000) != 1000:
+    if result.get("iwae_k", IWAE_K) != IWAE_K:
         flags += f" --iwae-k {result['iwae_k']}"
     return flags
 
