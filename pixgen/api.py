@@ -102,59 +102,69 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
     settings.update(overrides or {})
     if from_run is not None:
         settings["train.init_from"] = str(from_run)
-    if resume:
-        if out is None:
-            raise ConfigError("resuming needs the run directory: pass --out RUN_DIR")
-        if config is not None:
-            raise ConfigError("--config does not go with --resume: a run resumes with its own "
-                              "config.yaml (change what may change with --set)")
-        if stage1_steps is not None:
-            raise ConfigError("--stage1-steps does not go with --resume: a stopped stage one "
-                              "resumes to the steps it was started with")
-        run_dir = Path(out).expanduser()
-        if not (run_dir / ckpt.STATE).exists() and (run_dir / PENDING_CONFIG).is_file():
-            # a two-stage run that stopped in stage one: finish it, then start the prior
-            cfg = build_config(settings, base=RunConfig.from_yaml(run_dir / PENDING_CONFIG),
-                               resume=True)
+    # the run directory is held (rank 0) from when it is known to the end of training
+    with contextlib.ExitStack() as held:
+        if resume:
+            if out is None:
+                raise ConfigError("resuming needs the run directory: pass --out RUN_DIR")
+            if config is not None:
+                raise ConfigError("--config does not go with --resume: a run resumes with its "
+                                  "own config.yaml (change what may change with --set)")
+            if stage1_steps is not None:
+                raise ConfigError("--stage1-steps does not go with --resume: a stopped stage "
+                                  "one resumes to the steps it was started with")
+            run_dir = Path(out).expanduser()
+            pending = not (run_dir / ckpt.STATE).exists() and (run_dir / PENDING_CONFIG).is_file()
+
+            def hold() -> None:  # after distributed.setup: on rank 0 only
+                distributed.on_main(lambda: held.enter_context(ckpt.run_lock(run_dir)))
+
+            if pending:  # a two-stage run that stopped in stage one: finish it, then the prior
+                cfg = build_config(settings, resume=True,
+                                   base=RunConfig.from_yaml(run_dir / PENDING_CONFIG))
+                check_config(cfg)
+                distributed.setup(cfg.device)
+                hold()
+                _finish_stage_one(cfg, run_dir, progress, settings)
+                return _run_trainer(cfg, run_dir, resume=False, progress=progress)
+            distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
+            saved = RunConfig.from_yaml(run_dir / "config.yaml")
+            cfg = build_config(settings, base=saved, resume=True)
             check_config(cfg)
+            _check_evaluation(cfg)
             distributed.setup(cfg.device)
-            _finish_stage_one(cfg, run_dir, progress, settings)
-            return _run_trainer(cfg, run_dir, resume=False, progress=progress)
-        distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
-        saved = RunConfig.from_yaml(run_dir / "config.yaml")
-        cfg = build_config(settings, base=saved, resume=True)
-        check_config(cfg)
-        _check_evaluation(cfg)
-        distributed.setup(cfg.device)
-    else:
-        if isinstance(config, (str, Path)):
-            config = RunConfig.from_yaml(config)
-        cfg = build_config(settings, base=config)
-        _absolute_paths(cfg)
-        # Fail early on a bad name or value, before any directory is made or data loaded.
-        check_config(cfg)
-        validate_model_args(MODELS.get(cfg.model), cfg.model_args)
-        _check_evaluation(cfg)
-        _check_stage1_steps(cfg, stage1_steps)
-        if cfg.train.init_from and "data.spec" not in settings and config is None:
-            _take_data_from_run(cfg)  # before the run directory is named after it
-        distributed.setup(cfg.device)
-        dataset = cfg.data.spec.partition(":")[0]
+            hold()
+        else:
+            if isinstance(config, (str, Path)):
+                config = RunConfig.from_yaml(config)
+            cfg = build_config(settings, base=config)
+            _absolute_paths(cfg)
+            # Fail early on a bad name or value, before any directory is made or data loaded.
+            check_config(cfg)
+            validate_model_args(MODELS.get(cfg.model), cfg.model_args)
+            _check_evaluation(cfg)
+            _check_stage1_steps(cfg, stage1_steps)
+            if cfg.train.init_from and "data.spec" not in settings and config is None:
+                _take_data_from_run(cfg)  # before the run directory is named after it
+            distributed.setup(cfg.device)
+            dataset = cfg.data.spec.partition(":")[0]
 
-        def choose_run_dir() -> str:  # on rank 0 only, so every rank gets the same folder
-            run_dir = Path(cfg.out).expanduser() if cfg.out else default_run_dir(
-                f"{cfg.model}-{dataset}")
-            check_run_dir(run_dir, resume=False)
-            return str(run_dir)
+            def choose_run_dir() -> str:  # on rank 0 only, so every rank gets the same folder
+                run_dir = Path(cfg.out).expanduser() if cfg.out else default_run_dir(
+                    f"{cfg.model}-{dataset}")
+                held.enter_context(ckpt.run_lock(run_dir))
+                check_run_dir(run_dir, resume=False)
+                return str(run_dir)
 
-        run_dir = Path(distributed.on_main(choose_run_dir))
-        cls = MODELS.get(cfg.model)
-        if cls.stage_one and not cfg.train.init_from:
-            cfg.train.init_from = str(_train_stage_one(cfg, run_dir, stage1_steps, progress))
-        if cfg.train.init_from:
-            _take_settings_from_run(cfg, cls, settings)
-        _dry_run_model(cfg)
-    return _run_trainer(cfg, run_dir, resume=resume, progress=progress)
+            run_dir = Path(distributed.on_main(choose_run_dir))
+            cls = MODELS.get(cfg.model)
+            if cls.stage_one and not cfg.train.init_from:
+                cfg.train.init_from = str(_train_stage_one(cfg, run_dir, stage1_steps,
+                                                           progress))
+            if cfg.train.init_from:
+                _take_settings_from_run(cfg, cls, settings)
+            _dry_run_model(cfg)
+        return _run_trainer(cfg, run_dir, resume=resume, progress=progress)
 
 
 def _run_trainer(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool

@@ -9,13 +9,14 @@ a crash never leaves a half-written file as the newest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +39,48 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold a run directory while this process trains into it, so that a second
+    ``pixgen train`` into it (a ``--resume`` typed twice, a new run with the same ``--out``)
+    is refused instead of both writing its checkpoints.
+
+    The lock is the system's advisory ``flock`` on the folder itself: no lock file to clutter
+    the run, and none left behind by a killed process (the system releases it when the
+    process ends, however it ends). Where the system or the file system has no such lock
+    (Windows, some network file systems), training goes on without one. A folder made here
+    and still empty on release (the run failed before writing anything) is removed.
+    """
+    run_dir = Path(run_dir)
+    made = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot write the run directory {run_dir}: "
+                              f"{e.strerror or e}; choose another --out") from None
+    fd: int | None = None
+    try:
+        try:
+            import fcntl
+
+            fd = os.open(run_dir, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(
+                f"{run_dir} is being trained by another process (a pixgen train into it, or "
+                f"its --resume, is still running); wait for it to end or stop it, or choose "
+                f"another --out") from None
+        except (ImportError, OSError):  # no flock here: unlocked, as before
+            pass
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+        if made:
+            with contextlib.suppress(OSError):  # only if nothing was written in it
+                run_dir.rmdir()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,10 +1,17 @@
 """The training loop: exact resume, EMA, accumulation, the non-finite guard, run dirs."""
 
+import contextlib
 import json
+import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import pixgen
 from conftest import TINY_MODEL_ARGS, tiny_overrides
@@ -88,6 +95,40 @@ def test_run_dir_is_never_overwritten(tmp_path):
         _train("gan-mlp", tmp_path / "r", 2)
     with pytest.raises(CheckpointError, match="no state.pt"):
         pixgen.train(out=tmp_path / "missing", resume=True, progress=False)
+
+
+@contextlib.contextmanager
+def _held_by_another_process(folder):
+    """The lock a second pixgen train holds (flock locks belong to an open file
+    description, so one taken on another descriptor conflicts even in this process)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(fcntl is None, reason="no flock on this system")
+def test_a_run_being_trained_is_not_trained_twice(tmp_path):
+    """Two --resume of one run (or a new run with its --out) both wrote its checkpoints."""
+    _train("gan-mlp", tmp_path / "r", 2)
+    before = (tmp_path / "r" / "state.pt").read_bytes()
+    with _held_by_another_process(tmp_path / "r"):
+        with pytest.raises(CheckpointError, match="is being trained by another process"):
+            pixgen.train(out=tmp_path / "r", resume=True, steps=4, progress=False)
+    assert (tmp_path / "r" / "state.pt").read_bytes() == before
+    (tmp_path / "new").mkdir()
+    with _held_by_another_process(tmp_path / "new"):
+        with pytest.raises(CheckpointError, match="is being trained by another process"):
+            _train("gan-mlp", tmp_path / "new", 2)
+    assert not any((tmp_path / "new").iterdir())
+    # released when training ends (or fails): the run resumes, and the folder of a failed
+    # new run is not left behind empty
+    pixgen.train(out=tmp_path / "r", resume=True, steps=4, progress=False)
+    with pytest.raises(PixgenError):
+        _train("gan-mlp", tmp_path / "bad", 2, overrides={"data.spec": "folder:/nonexistent"})
+    assert not (tmp_path / "bad").exists()
 
 
 def test_ema_weights_are_saved_and_differ_from_live(tmp_path):
