@@ -518,6 +518,7 @@ class Trainer:
             self.step = int(state["step"])
             self.elapsed = float(state.get("elapsed", 0.0))
             self.best_fid = min(float(state.get("best_fid", float("inf"))), self._best_saved())
+            self._restart_best_if_eval_n_changed(state.get("config"))
             self.tracker.load_state_dict(state.get("metric_window") or {}, self.device)
             self.guard.load_state_dict(state.get("nonfinite") or {}, self.device)
             self.monitor.load_state_dict(state.get("diagnostics") or {})
@@ -576,9 +577,28 @@ class Trainer:
         (a run killed after them keeps that better model)."""
         try:
             meta = json.loads((self.run_dir / "best" / "config.json").read_text())
-            return float(meta["training"]["fid"])
-        except (OSError, ValueError, KeyError, TypeError):
+            n = meta["training"].get("eval_n", self.cfg.train.eval_n)
+            return float(meta["training"]["fid"]) if n == self.cfg.train.eval_n \
+                else float("inf")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return float("inf")
+
+    def _restart_best_if_eval_n_changed(self, saved: dict[str, Any] | None) -> None:
+        """FID falls as the sample count grows: after --set train.eval_n=N on resume, the
+        FIDs of best/ and of the new evaluations do not compare, so best/ starts afresh."""
+        try:
+            before = int(saved["train"]["eval_n"])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            return
+        now = self.cfg.train.eval_n
+        if before == now or self.best_fid == float("inf"):
+            return
+        if self.is_main:
+            progress_write(f"pixgen: train.eval_n changed ({before} -> {now}): FIDs of "
+                           f"different sample counts do not compare, so best/ (FID "
+                           f"{self.best_fid:.3f} at n={before}) goes to the first evaluation "
+                           f"at n={now}")
+        self.best_fid = float("inf")
 
     def _restore_training_state(self, state: dict[str, Any]) -> None:
         """As the random streams: each rank takes back its own; after a change of world
@@ -776,7 +796,8 @@ class Trainer:
                               model_config=model.config, state_dict=weights,
                               data=vars(self.data_info),
                               training={"steps": self.step, "fid": result["fid"],
-                                        "batch_size": t.batch_size, "seed": self.cfg.seed})
+                                        "eval_n": t.eval_n, "batch_size": t.batch_size,
+                                        "seed": self.cfg.seed})
         progress_write(f"step {self.step}: FID {result['fid']:.3f}, precision "
                        f"{result['precision']:.3f}, recall {result['recall']:.3f} "
                        f"(best FID {self.best_fid:.3f})")

@@ -202,7 +202,7 @@ def test_eval_every_logs_scores_and_keeps_the_best_checkpoint(cache, tmp_path, c
     assert "FID" in capsys.readouterr().out
 
 
-def test_a_run_with_evaluations_resumes_exactly(cache, tmp_path):
+def test_a_run_with_evaluations_resumes_exactly(cache, tmp_path, capsys):
     """The first evaluation of a session builds the extractor, which draws random numbers;
     the training's random streams must not see it, or a resumed run trains on differently.
     A better best/ than the checkpoint knows (a kill after an evaluation) is kept."""
@@ -220,6 +220,17 @@ def test_a_run_with_evaluations_resumes_exactly(cache, tmp_path):
     assert (tmp_path / "whole" / "model.safetensors").read_bytes() == \
         (tmp_path / "part" / "model.safetensors").read_bytes()
     assert (tmp_path / "part" / "best" / "model.safetensors").read_bytes() == before
+    assert json.loads(best.read_text())["training"]["eval_n"] == 10
+    # FID falls with the sample count: with another eval_n the FIDs do not compare (the
+    # -1.0 of best/ would keep it forever); the first evaluation at the new n takes best/
+    capsys.readouterr()
+    pixgen.train(out=tmp_path / "part", resume=True, steps=8, progress=False,
+                 overrides={"train.eval_n": 12})
+    assert "train.eval_n changed (10 -> 12): FIDs of different sample counts do not " \
+        "compare, so best/ (FID -1.000 at n=10) goes to the first evaluation at n=12" in \
+        capsys.readouterr().out
+    training = json.loads(best.read_text())["training"]
+    assert training["eval_n"] == 12 and training["steps"] == 8 and training["fid"] > 0
 
 
 def test_eval_two_folders(cache, digits, tmp_path):
