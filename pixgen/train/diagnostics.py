@@ -43,6 +43,16 @@ def sample_diversity(images: torch.Tensor, *, size: int = 8) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+def reference_images(images: torch.Tensor, *, n: int = 256, seed: int = 0) -> torch.Tensor:
+    """``n`` training images drawn evenly from the whole set (a seeded draw without
+    replacement), as the real diversity's reference: the first ``n`` of a folder read class by
+    class would hold one class, and make a collapsed model look as diverse as the data."""
+    if len(images) <= n:
+        return images
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return images[order[:n].sort().values.to(images.device)]
+
+
 class StabilityMonitor:
     """Watches one training run; see the module docs.
 

@@ -34,7 +34,7 @@ from pixgen.models.base import Batch, PixgenModel
 from pixgen.registry import MODELS
 from pixgen.sampling import generate as pixgen_generate
 from pixgen.train import checkpoint as ckpt
-from pixgen.train.diagnostics import StabilityMonitor
+from pixgen.train.diagnostics import StabilityMonitor, reference_images
 from pixgen.train.logger import MetricTracker, NullLogger, RunLogger
 from pixgen.utils import distributed
 from pixgen.utils.images import make_grid, save_image
@@ -417,8 +417,8 @@ class Trainer:
         # the log window, the non-finite counts and the diagnostics' memory are checkpointed
         self.tracker = MetricTracker()
         self.guard = NonFiniteGuard(t.max_nonfinite)
-        self.monitor = StabilityMonitor(self.model,
-                                        to_float(self.batcher.data.images[:256]).cpu())
+        self.monitor = StabilityMonitor(self.model, to_float(
+            reference_images(self.batcher.data.images, seed=cfg.seed)).cpu())
         # the held-out split that evaluations and a classifier's test accuracy read: loaded
         # now, so a folder without one is said before training, not after it
         self._held_out: ImageData | None = None

@@ -8,7 +8,7 @@ import torch
 import pixgen
 from conftest import TINY_MODEL_ARGS, tiny_overrides
 from pixgen.models.gan import GAN
-from pixgen.train.diagnostics import StabilityMonitor, sample_diversity
+from pixgen.train.diagnostics import StabilityMonitor, reference_images, sample_diversity
 from pixgen.train.trainer import lr_factor
 
 
@@ -33,6 +33,20 @@ def test_diversity_of_copies_is_zero():
     x = real_images()
     assert sample_diversity(x) > 0.5
     assert sample_diversity(x[:1].expand(16, -1, -1, -1)) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_the_diversity_reference_spans_a_class_sorted_dataset():
+    """A folder is read class by class: its first 256 images were the reference, all of one
+    class, so a model drawing that one class looked as diverse as the data."""
+    dark = torch.full((300, 1, 8, 8), 0, dtype=torch.uint8)
+    light = torch.full((300, 1, 8, 8), 255, dtype=torch.uint8)
+    images = torch.cat([dark, light])
+    ref = reference_images(images, seed=3)
+    assert len(ref) == 256 and 80 < int((ref == 255).all(dim=(1, 2, 3)).sum()) < 176
+    assert torch.equal(ref, reference_images(images, seed=3))  # the same on resume
+    assert torch.equal(reference_images(images[:100]), images[:100])
+    collapsed = images[:256].float() / 127.5 - 1  # one class only
+    assert sample_diversity(collapsed) < 0.35 * sample_diversity(ref.float() / 127.5 - 1)
 
 
 def test_a_grid_of_one_image_logs_no_diversity():
