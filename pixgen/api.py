@@ -136,7 +136,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
             hold()
         else:
             if isinstance(config, (str, Path)):
-                config = RunConfig.from_yaml(config)
+                config = _config_from_file(Path(config), out_given="out" in settings)
             cfg = build_config(settings, base=config)
             _absolute_paths(cfg)
             # Fail early on a bad name or value, before any directory is made or data loaded.
@@ -165,6 +165,18 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
                 _take_settings_from_run(cfg, cls, settings)
             _dry_run_model(cfg)
         return _run_trainer(cfg, run_dir, resume=resume, progress=progress)
+
+
+def _config_from_file(path: Path, *, out_given: bool) -> RunConfig:
+    """A config.yaml to start a new run from. A run's own config.yaml names that run as
+    ``out``: a new run started from it (the way to train again with a run's settings) goes
+    to a folder of its own, not into that run, unless --out is given."""
+    cfg = RunConfig.from_yaml(path)
+    if cfg.out and not out_given:
+        with contextlib.suppress(OSError):
+            if Path(cfg.out).expanduser().resolve() == path.expanduser().resolve().parent:
+                cfg.out = None
+    return cfg
 
 
 def _run_trainer(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool

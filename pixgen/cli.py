@@ -124,10 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  pixgen train dcgan --data digits --steps 3000\n"
                        "  pixgen train vae --data folder:~/pics --image-size 64 --set model.beta=4\n"
                        "  pixgen train dcgan --out runs/dcgan-digits --resume --steps 6000\n"
+                       "  pixgen train --config runs/dcgan-digits/config.yaml --seed 1\n"
                        "  pixgen train vqvae-prior --from runs/vqvae-digits --steps 3000\n"
                        "  torchrun --nproc_per_node 4 -m pixgen train diffusion --data cifar10 "
                        "(docs/distributed.md)")
-    p.add_argument("model", help="model name (see `pixgen models`)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="model name (see `pixgen models`); with --resume or --config, "
+                   "the run's or file's model when left out")
     p.add_argument("--data", metavar="SPEC", default=None,
                    help=f"dataset spec, e.g. digits, mnist, folder:~/pics (see `pixgen "
                    f"datasets`; default: {_D.spec})")
@@ -512,6 +515,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             flag = "--" + key.split(".")[-1].replace("_", "-")
             raise ConfigError(f"{flag} and --set {key}=... both set {key}; give it once")
         overrides[key] = value
+    if args.model is None and not (args.resume or args.config):
+        raise ConfigError("pixgen train needs the MODEL to train (see `pixgen models`), e.g. "
+                          "pixgen train dcgan --data digits; or --config FILE, or --out RUN "
+                          "--resume")
     t0 = time.perf_counter()
     model = pixgen.train(args.model, data=args.data, steps=args.steps,
                          batch_size=args.batch_size, out=args.out, resume=args.resume,

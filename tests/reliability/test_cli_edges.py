@@ -34,7 +34,7 @@ def one_error(capsys, *needles):
     return lines[0]
 
 
-def test_a_damaged_metrics_line_is_skipped(run, tmp_path, capsys):
+def test_a_damaged_metrics_line_is_skipped(run, tmp_path, capsys, monkeypatch):
     """metrics.jsonl is appended to, so a crash or a full disk can cut its last line."""
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
@@ -47,9 +47,17 @@ def test_a_damaged_metrics_line_is_skipped(run, tmp_path, capsys):
     steps = [json.loads(x)["step"] for x in (copy / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
     # resuming at or past --steps says so, and --config does not go with --resume
-    assert main(["train", "dcgan", "--out", str(copy), "--resume", "--steps", "6",
+    assert main(["train", "--out", str(copy), "--resume", "--steps", "6",  # the run's model
                  "--no-progress"]) == 0
     assert "already at step 6" in capsys.readouterr().out
+    # a new run with a run's settings (README: config.yaml repeats the run); no MODEL
+    # given, and not into that run: MODEL was required, and the file's out was taken
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(copy / "config.yaml"), "--steps", "2"]) == 0
+    assert (tmp_path / "runs" / "dcgan-digits" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["train", "--data", "digits"]) == 2
+    one_error(capsys, "pixgen train needs the MODEL to train")
     assert main(["train", "dcgan", "--out", str(copy), "--resume", "--steps", "8",
                  "--config", str(copy / "config.yaml")]) == 2
     one_error(capsys, "--config does not go with --resume")

@@ -97,6 +97,23 @@ def test_run_dir_is_never_overwritten(tmp_path):
         pixgen.train(out=tmp_path / "missing", resume=True, progress=False)
 
 
+def test_a_new_run_from_a_runs_config_goes_to_its_own_folder(tmp_path, monkeypatch):
+    """--config RUN/config.yaml (train again with a run's settings) failed with "RUN already
+    holds a run": the file names its run as out."""
+    _train("gan-mlp", tmp_path / "r", 2)
+    monkeypatch.chdir(tmp_path)
+    again = pixgen.train(config=tmp_path / "r" / "config.yaml", progress=False)
+    assert (tmp_path / "runs" / "gan-mlp-digits" / "model.safetensors").is_file()
+    assert again.meta["training"]["steps"] == 2
+    with pytest.raises(PixgenError, match="already holds a run"):  # named: refused
+        pixgen.train(config=tmp_path / "r" / "config.yaml", out=tmp_path / "r",
+                     progress=False)
+    other = tmp_path / "other.yaml"  # a hand-written config's out is the user's choice
+    other.write_text((tmp_path / "r" / "config.yaml").read_text())
+    with pytest.raises(PixgenError, match="already holds a run"):
+        pixgen.train(config=other, progress=False)
+
+
 @contextlib.contextmanager
 def _held_by_another_process(folder):
     """The lock a second pixgen train holds (flock locks belong to an open file
