@@ -4,6 +4,8 @@ and train-on-synthetic / test-on-real accuracy)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shutil
 import tempfile
@@ -17,6 +19,7 @@ from pixgen.data.base import DataInfo, ImageData, load_dataset
 from pixgen.errors import ConfigError, DataError, PixgenError
 from pixgen.models.base import PixgenModel
 from pixgen.utils.images import save_image, staged_folder
+from pixgen.utils.progress import write as progress_write
 
 
 def class_folders(class_names: list[str], num_classes: int) -> list[str]:
@@ -188,13 +191,18 @@ def augment_score(model: PixgenModel, *, real_per_class: int = 10, n_synthetic: 
                 (root / "test").symlink_to(tmp / "test", target_is_directory=True)
             except OSError:  # no symlinks (Windows without the privilege): a copy
                 shutil.copytree(tmp / "test", root / "test")
-            clf = pixgen.train("classifier", data=f"folder:{root}", image_size=info.image_size,
-                               steps=steps, seed=seed, out=tmp / f"run-{name}",
-                               batch_size=min(batch_size, sum(len(x) for x, _, _ in parts)),
-                               device=device, progress=progress,
-                               overrides={"data.channels": info.channels,
-                                          "train.sample_every": 0, "train.ckpt_every": 0,
-                                          "train.tensorboard": False})
+            said = io.StringIO()  # the trainer's lines name its temporary folders
+            with contextlib.redirect_stdout(said):
+                clf = pixgen.train(
+                    "classifier", data=f"folder:{root}", image_size=info.image_size,
+                    steps=steps, seed=seed, out=tmp / f"run-{name}",
+                    batch_size=min(batch_size, sum(len(x) for x, _, _ in parts)),
+                    device=device, progress=progress,
+                    overrides={"data.channels": info.channels, "train.sample_every": 0,
+                               "train.ckpt_every": 0, "train.tensorboard": False})
+            for line in said.getvalue().splitlines():  # its accuracy is in the result
+                if line.strip() and not line.startswith("test accuracy:"):
+                    progress_write(f"{name} classifier: {line.replace(str(tmp), '...')}")
             if clf.config["num_classes"] != info.num_classes:
                 raise PixgenError(f"the {name} set lacks some classes; use a larger --n")
             result[f"accuracy_{name}"] = clf.accuracy(  # type: ignore[attr-defined]

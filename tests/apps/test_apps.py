@@ -370,8 +370,10 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys, monkeypatch):
     assert "'cgan' does not (models that do: diffusion, glow, vae)" in capsys.readouterr().err
     assert main(["eval", str(cgan), "--augment-score", "--n", "20", "--real-per-class", "2",
                  "--clf-steps", "3", "--json", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    r = json.loads(printed)  # stdout holds the JSON only
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)  # stdout holds the JSON only
+    # the classifiers' own "test accuracy ... folder:/tmp/pixgen-augment-..." lines
+    assert "pixgen-augment-" not in captured.out + captured.err
     assert r["n_real"] == 20 and 0 <= r["accuracy_synthetic_only"] <= 1
     assert r["gain"] == pytest.approx(r["accuracy_real_plus_synthetic"] - r["accuracy_real"])
     assert main(["eval", str(cgan), "--augment-score", "--n", "5", "--no-progress"]) == 2
