@@ -87,7 +87,7 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
     os.environ["GRADIO_TEMP_DIR"] = cache
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     _import_gradio()
-    from pixgen.web.app import CSS, build_app
+    from pixgen.web.app import CSS, build_app, upload_guard_js
 
     if host not in LOOPBACK:
         print(f"warning: --host {host} makes this app reachable from other machines on the "
@@ -98,7 +98,8 @@ def serve(runs: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = D
     try:
         demo.launch(server_name=host, server_port=port or None, share=False,
                     inbrowser=open_browser, prevent_thread_lock=True, quiet=True,
-                    show_error=True, max_file_size=int(max_upload_mb * 1024 * 1024),
+                    show_error=True, max_file_size=int(max_upload_mb * 2**20),
+                    js=upload_guard_js(int(max_upload_mb * 2**20)),
                     allowed_paths=[], blocked_paths=[str(r.path) for r in served.runs.values()],
                     ssr_mode=False, mcp_server=False, enable_monitoring=False, css=CSS,
                     footer_links=["api", "settings"])

@@ -18,6 +18,71 @@ CSS = """
 """
 OUTPUT_HEIGHT = 360
 
+#: Run in the page on load (``launch(js=...)``), with ``__LIMIT__`` the upload limit in bytes
+#: and ``__MB__`` in MB. Gradio answers an upload over ``max_file_size`` with HTTP 413 and
+#: shows nothing: the image editor spun forever, the image boxes stayed empty. A file picked,
+#: dropped or pasted that is over the limit is stopped before Gradio sees it (a capturing
+#: listener on the document), and any upload the server refuses all the same (an image
+#: editor's composite, re-encoded larger than the file) is said too.
+UPLOAD_GUARD_JS = """
+() => {
+  const limit = __LIMIT__;
+  const say = (what) => {
+    let box = document.getElementById("pixgen-upload-error");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "pixgen-upload-error";
+      box.setAttribute("role", "alert");
+      box.style.cssText = "position:fixed;top:16px;left:50%;transform:translateX(-50%);z-index:10000;" +
+        "max-width:480px;" +
+        "padding:12px 16px;border-radius:8px;background:#fee2e2;color:#991b1b;" +
+        "border:1px solid #fca5a5;font:14px sans-serif;cursor:pointer";
+      box.title = "click to close";
+      box.onclick = () => box.remove();
+      document.body.appendChild(box);
+    }
+    box.textContent = what + "; this server takes uploads up to __MB__ MB " +
+      "(pixgen serve --max-upload-mb). Use a smaller image.";
+    clearTimeout(box.pixgenTimer);
+    box.pixgenTimer = setTimeout(() => box.remove(), 15000);
+  };
+  const stop = (files, event) => {
+    for (const f of files || []) {
+      if (f.size > limit) {
+        event.stopImmediatePropagation();
+        event.preventDefault();
+        say(f.name + " is " + (f.size / 1048576).toFixed(1) + " MB");
+        return true;
+      }
+    }
+    return false;
+  };
+  for (const type of ["change", "input"]) {
+    document.addEventListener(type, (e) => {
+      const t = e.target;
+      if (t instanceof HTMLInputElement && t.type === "file" && stop(t.files, e)) t.value = "";
+    }, true);
+  }
+  document.addEventListener("drop", (e) => stop(e.dataTransfer && e.dataTransfer.files, e),
+                            true);
+  document.addEventListener("paste", (e) => stop(e.clipboardData && e.clipboardData.files, e),
+                            true);
+  const fetch0 = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetch0(...args);
+    const url = String((args[0] && args[0].url) || args[0]);
+    if (response.status === 413 && url.includes("/upload")) say("the upload is too large");
+    return response;
+  };
+}
+"""
+
+
+def upload_guard_js(max_bytes: int) -> str:
+    """:data:`UPLOAD_GUARD_JS` for an upload limit of ``max_bytes``."""
+    return (UPLOAD_GUARD_JS.replace("__LIMIT__", str(int(max_bytes)))
+            .replace("__MB__", f"{max_bytes / 2**20:g}"))
+
 
 def _shielded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Show pixgen's own errors (bad input, a model that cannot do it) as an error message

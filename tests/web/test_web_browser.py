@@ -109,6 +109,39 @@ def test_inpaint_an_uploaded_image_with_a_painted_mask(page, server, tmp_path):
     page.screenshot(path=ARTIFACTS / "inpaint.png")
 
 
+def test_an_upload_over_the_limit_is_said_at_once(page, tmp_path):
+    """Gradio answers an upload over --max-upload-mb (1 MB here) with HTTP 413 and shows
+    nothing: the Inpaint editor spun forever after a click, the image boxes stayed empty."""
+    import numpy as np
+
+    big = tmp_path / "big.png"  # noise does not compress: about 1.8 MB
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+                    ).save(big)
+    assert big.stat().st_size > 2**20
+    message = page.locator("#pixgen-upload-error")
+    refused = []  # stopped in the page: nothing is sent
+    page.on("response", lambda r: refused.append(r.url) if r.status == 413 else None)
+    for tab, box in [("Inpaint", "#inpaint-editor"), ("Super-resolve", "#sr-in")]:
+        show(page, tab)
+        page.evaluate("document.getElementById('pixgen-upload-error')?.remove()")
+        page.locator(f"{box} input[type=file]").set_input_files(big)
+        message.wait_for(state="visible", timeout=10_000)
+        assert message.inner_text().startswith(
+            "big.png is 1.8 MB; this server takes uploads up to 1 MB (pixgen serve "
+            "--max-upload-mb)"), tab
+    page.wait_for_timeout(1000)
+    assert not refused, refused
+    # what gets past the check (an editor's composite re-encoded larger) is said too
+    page.evaluate("document.getElementById('pixgen-upload-error')?.remove()")
+    status = page.evaluate("""async () => {
+        const form = new FormData();
+        form.append("files", new Blob([new Uint8Array(2 * 1048576)]), "composite.png");
+        return (await fetch("gradio_api/upload", {method: "POST", body: form})).status; }""")
+    assert status == 413
+    message.wait_for(state="visible", timeout=10_000)
+    assert message.inner_text().startswith("the upload is too large; this server takes")
+
+
 def test_every_tab_renders(page):
     for tab in TABS:
         show(page, tab)
