@@ -558,15 +558,20 @@ def model_card(runs: Runs, name: str) -> dict[str, Any]:
 
 def _read_grid(path: Path) -> np.ndarray:
     """A run's own sample grid as RGB, shrunk to at most :data:`CARD_GRID_SIDE` pixels a
-    side (grids of large images exceed the upload pixel limit ``pixgen serve`` sets)."""
-    import warnings
+    side. Grids of large images exceed the upload pixel limit ``pixgen serve`` sets, whose
+    check (in ``Image.open``) warns, and warnings are errors there: the PNG is opened without
+    it (ignoring that warning around ``Image.open`` would ignore it, for a moment, for the
+    uploads other threads decode). Over twice the limit is still refused."""
+    from PIL import Image, PngImagePlugin
 
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours, not an upload
-        with Image.open(path) as im:
-            im.draft("RGB", (CARD_GRID_SIDE, CARD_GRID_SIDE))
+    with open(path, "rb") as f:
+        try:
+            im = PngImagePlugin.PngImageFile(f)
+        except SyntaxError as e:  # PIL's "not a PNG file"
+            raise OSError(f"{path}: {e}") from None
+        with im:
+            if im.width * im.height > 2 * (Image.MAX_IMAGE_PIXELS or float("inf")):
+                raise Image.DecompressionBombError(f"{path}: {im.width}x{im.height}")
             im = im.convert("RGB")
             im.thumbnail((CARD_GRID_SIDE, CARD_GRID_SIDE), Image.LANCZOS)
             return np.asarray(im)
