@@ -141,7 +141,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
             _absolute_paths(cfg)
             # Fail early on a bad name or value, before any directory is made or data loaded.
             check_config(cfg)
-            validate_model_args(MODELS.get(cfg.model), cfg.model_args)
+            _check_model_args(MODELS.get(cfg.model), cfg.model_args)
             _check_evaluation(cfg)
             _check_stage1_steps(cfg, stage1_steps)
             if cfg.train.init_from and "data.spec" not in settings and config is None:
@@ -195,6 +195,17 @@ def _run_trainer(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool
         if len(skipped) > n:  # the test split too, for evaluations during training
             _report_bad_images(run_dir, skipped)
     return model
+
+
+def _check_model_args(cls: type, args: dict[str, Any]) -> None:
+    """The model's arguments, checked as its constructor will check them (with the defaults
+    of what is not given), before anything is trained: a two-stage model builds its own
+    only after stage one."""
+    given = validate_model_args(cls, args)
+    params = inspect.signature(cls.__init__).parameters
+    full = {k: p.default for k, p in params.items()
+            if k != "self" and p.default is not inspect.Parameter.empty}
+    cls.check_args({**full, **given})
 
 
 def _check_evaluation(cfg: RunConfig) -> None:

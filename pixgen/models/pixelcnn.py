@@ -12,7 +12,7 @@ from pixgen.errors import ConfigError
 from pixgen.likelihood import (BINS, bits_per_dim, discretized_logistic_mixture_log_likelihood,
                                logistic_mixture_channels, sample_discretized_logistic_mixture,
                                to_levels)
-from pixgen.models.base import Batch, LikelihoodModel, rand, randint
+from pixgen.models.base import Batch, LikelihoodModel, ModelArgsError, rand, randint
 from pixgen.nn.pixelcnn import GatedPixelCNN
 from pixgen.registry import MODELS
 
@@ -25,6 +25,18 @@ def sample_categorical(logits: torch.Tensor, *, generator: torch.Generator | Non
     seeded generator on any device."""
     u = rand(*logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-10)
     return (logits.float() / max(temperature, 1e-6) - torch.log(-torch.log(u))).argmax(1)
+
+
+def check_gated_stack_args(name: str, args: dict[str, Any]) -> None:
+    """The arguments of a gated PixelCNN stack (PixelCNN, the VQ-VAE's prior): with no layer
+    the output head would read the very pixel it predicts; an even kernel has no centre."""
+    if args.get("layers", 1) < 1:
+        raise ModelArgsError(f"{name}: layers must be at least 1, not {args['layers']} (the "
+                             f"masked layers are what keep each output from seeing its own "
+                             f"pixel)")
+    kernel = args.get("kernel", 3)
+    if kernel % 2 == 0 or kernel < 3:
+        raise ModelArgsError(f"{name}: kernel must be odd and at least 3, not {kernel}")
 
 
 @MODELS.register("pixelcnn", help="gated PixelCNN (no blind spot), class-conditional, with a "
@@ -54,6 +66,11 @@ class PixelCNN(LikelihoodModel):
     capabilities = frozenset({"log_prob", "nll_bits_per_dim", "inpaint"})
     bits_per_dim_kind = "exact"
 
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        super().check_args(args)
+        check_gated_stack_args("pixelcnn", args)
+
     def __init__(self, *, image_size: int = 32, channels: int = 1, num_classes: int = 0,
                  width: int = 64, layers: int = 8, kernel: int = 5, output: str = "logistic",
                  num_mix: int = 5, dropout: float = 0.0) -> None:
@@ -64,8 +81,6 @@ class PixelCNN(LikelihoodModel):
         if output == "softmax" and channels != 1:
             raise ConfigError("pixelcnn output=softmax models grayscale images; use "
                               "output=logistic for RGB (--set model.output=logistic)")
-        if kernel % 2 == 0 or kernel < 3:
-            raise ConfigError(f"pixelcnn kernel must be odd and >= 3, not {kernel}")
         self.channels = channels
         self.image_size = image_size
         self.output = output

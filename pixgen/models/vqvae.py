@@ -14,7 +14,7 @@ from pixgen.errors import ConfigError
 from pixgen.likelihood import (bits_per_dim, discretized_gaussian_log_likelihood,
                                mean_and_log_scale)
 from pixgen.models.base import Batch, LikelihoodModel, PixgenModel, randint
-from pixgen.models.pixelcnn import sample_categorical
+from pixgen.models.pixelcnn import check_gated_stack_args, sample_categorical
 from pixgen.nn.pixelcnn import GatedPixelCNN
 from pixgen.nn.quantize import VectorQuantizer
 from pixgen.registry import MODELS
@@ -87,6 +87,9 @@ class VQVAE(PixgenModel):
             raise ConfigError(f"vqvae scale must be channel or pixel, not {scale!r}")
         if not 0 < decay < 1:
             raise ConfigError(f"vqvae decay must be in (0, 1), not {decay}")
+        if res_blocks and width < 2:  # a residual block narrows to width // 2 channels
+            raise ConfigError(f"vqvae width must be at least 2 with residual blocks, not "
+                              f"{width} (or set model.res_blocks=0)")
         self.commitment = commitment
         self.num_dims = channels * image_size * image_size
         self.grid = image_size // 2**downsample
@@ -185,6 +188,11 @@ class VQVAEPrior(LikelihoodModel):
     bits_per_dim_kind = "bound (decoder NLL + prior NLL of the codes)"
     #: the model whose finished run this one starts from (``--from``)
     stage_one: ClassVar[str] = "vqvae"
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        super().check_args(args)
+        check_gated_stack_args("vqvae-prior", args)
 
     def __init__(self, *, image_size: int = 32, channels: int = 1, num_classes: int = 0,
                  vqvae: dict[str, Any] | None = None, width: int = 64, layers: int = 8,

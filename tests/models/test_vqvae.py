@@ -8,7 +8,7 @@ import torch
 
 import pixgen
 from conftest import tiny_overrides
-from pixgen.errors import PixgenError, StageOneStopped
+from pixgen.errors import ConfigError, PixgenError, StageOneStopped
 from pixgen.nn.quantize import VectorQuantizer
 
 TINY_VQ = {"width": 8, "num_codes": 8, "code_dim": 4, "res_blocks": 1}
@@ -98,6 +98,40 @@ def test_from_without_data_trains_on_the_runs_dataset(tmp_path, monkeypatch):
                          batch_size=16, progress=False, overrides=tiny_overrides(),
                          **TINY_PRIOR)
     assert other.meta["data"]["spec"] == "shapes" and other.config["channels"] == 1
+
+
+def test_codes_are_the_same_under_bf16_autocast():
+    """The trainer's bf16 autocast (the default on CUDA) made the distances a bf16 matmul:
+    about 2% of the vectors got another code than in float32, where the prior is scored."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_codes=64, code_dim=16)
+    vq.codebook.copy_(torch.randn(64, 16) * 0.1 + 1.0)  # near one another, far from 0
+    z = torch.randn(8, 16, 8, 8) * 0.1 + 1.0
+    want = vq.indices(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(vq.indices(z), want)
+        vq.train()
+        _, idx, _, _ = vq(z)
+    assert torch.equal(idx, vq.indices(z))  # after its EMA update, still float32's choice
+    assert vq.codebook.dtype == vq.ema_sum.dtype == torch.float32
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"layers": 0}, "layers must be at least 1, not 0"),
+    ({"kernel": 4}, "kernel must be odd and at least 3, not 4")])
+def test_prior_arguments_are_refused_before_stage_one(tmp_path, args, message):
+    """layers=0 let the output see the code it predicts; kernel=4 was a traceback after
+    stage one had trained."""
+    with pytest.raises(ConfigError, match=message):
+        pixgen.train("vqvae-prior", data="digits", steps=1, image_size=16,
+                     out=tmp_path / "p", progress=False, **args)
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(ConfigError, match=message):
+        pixgen.train("pixelcnn", data="digits", steps=1, image_size=16,
+                     out=tmp_path / "c", progress=False, **args)
+    with pytest.raises(ConfigError, match="width must be at least 2 with residual blocks"):
+        pixgen.train("vqvae", data="digits", steps=1, image_size=16, width=1,
+                     out=tmp_path / "v", progress=False)
 
 
 def test_errors_name_the_fix(tmp_path):
