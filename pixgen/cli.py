@@ -67,6 +67,21 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: sampling seeds: what numpy's and scikit-learn's generators take, as torch's
+MAX_SEED = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed, 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SEED}, not {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -185,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "  pixgen sample runs/vae-digits --n 1000 --out samples.npz")
     p.add_argument("run", help="run directory (or its model.safetensors)")
     p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     p.add_argument("--out", default="samples.png", metavar="PATH",
                    help="grid .png/.jpg, .npz, or a new or empty folder for one PNG per "
                    "image (default: samples.png)")
@@ -225,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature extractor: classifier or inception (default: classifier)")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="real split to compare with (default: test)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass "
                    "(default: 256); the images a seed gives depend on it too")
     p.add_argument("--real", metavar="DIR_OR_SPEC", help="real images: a dataset spec or a "
@@ -303,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="images taken from a dataset (default: 8)")
     p.add_argument("--labels", default=None, metavar="K,K,...",
                    help="class labels for class-conditional models (default: unconditional)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the strokes "
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the noise and of the strokes "
                    "(default: 0)")
     p.add_argument("--out", default="inpainted", metavar="DIR",
                    help="output folder (default: inpainted)")
@@ -337,9 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="images per row, ends included (default: 8)")
     p.add_argument("--method", default="slerp", choices=("slerp", "lerp"),
                    help="slerp (along the sphere; default) or lerp (straight line)")
-    p.add_argument("--rows", type=int, default=4, help="random paths (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random ends (default: 0)")
-    p.add_argument("--seeds", type=int, nargs=2, default=None, metavar=("A", "B"),
+    p.add_argument("--rows", type=int, default=None,
+                   help="random paths drawn from --seed (default: 4)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random ends (default: 0)")
+    p.add_argument("--seeds", type=_seed, nargs=2, default=None, metavar=("A", "B"),
                    help="one path between the latents drawn with seeds A and B")
     p.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
                    help="pairs of images to interpolate between (needs an encoder)")
@@ -372,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="test images (default: 1000)")
     p.add_argument("--images", default=None, metavar="DATASET_OR_DIR",
                    help="images to map (default: the run's dataset, test split)")
-    p.add_argument("--seed", type=int, default=0, help="seed of t-SNE (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of t-SNE (default: 0)")
     p.add_argument("--out", default="latent-map", metavar="DIR",
                    help="output folder (default: latent-map)")
     _add_run_options(p)
@@ -389,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory of a class-conditional model")
     p.add_argument("--n", type=int, default=10000, help="images (default: 10000)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch "
                    "(default: 256); the images a seed gives depend on it too")
     _add_diffusion_options(p, guidance=True)
@@ -416,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", action="store_true",
                    help="the inputs are originals: downscale, upscale, report PSNR and SSIM "
                    "against bicubic")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     p.add_argument("--batch-size", type=_positive_int, default=32,
                    help="images per batch (default: 32)")
     _add_diffusion_options(p, guidance=False)
@@ -590,12 +606,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model.require("class_conditional", "--per-class")
         num_classes = model.config["num_classes"]
         args.n = num_classes * args.per_class
-        args.labels = ",".join(str(k) for k in range(num_classes) for _ in range(args.per_class))
         args.nrow = args.per_class
-    labels = _parse_labels(args.labels, args.n)
+    out, suffix = _sample_output(args.out)
+    _check_sample_count(args.n, suffix, model, flag="--per-class" if args.per_class else "--n")
+    if args.per_class is not None:
+        labels: Any = torch.arange(num_classes).repeat_interleave(args.per_class)
+    else:
+        labels = _parse_labels(args.labels, args.n)
     model.require("sample", "sampling")
     kwargs = _sampling_kwargs(args, model.sample, model.name)  # type: ignore[attr-defined]
-    out, suffix = _sample_output(args.out)
     batches = pixgen.generate_batches(model, args.n, seed=args.seed, labels=labels,
                                       batch_size=args.batch_size,
                                       progress=not args.no_progress, **kwargs)
@@ -605,22 +624,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif suffix == ".npz":
         # uint8 as it comes, batch by batch: a quarter of the float set's memory
         images = torch.cat([as_uint8(b) for b in batches])
-        save_npz(images, out, labels=torch.tensor(labels) if labels is not None else None)
+        save_npz(images, out, labels=torch.as_tensor(labels) if labels is not None else None)
         print(f"wrote {args.n} samples (uint8 NHWC) to {out}")
     else:
         # written batch by batch into a hidden folder renamed at the end: any number of
         # images, and an interrupted run leaves no partial set
-        i = 0
+        i, width = 0, max(6, len(str(args.n - 1)))  # names sort in sample order
         with staged_folder(out) as tmp:
             for batch in batches:
                 for img in as_uint8(batch):
-                    save_image(img, tmp / f"{i:06d}.png")
+                    save_image(img, tmp / f"{i:0{width}d}.png")
                     i += 1
         print(f"wrote {args.n} PNGs to {out}/")
     return 0
 
 
 _GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: the most images `pixgen sample` draws into one grid, and into a folder (written one by
+#: one); an .npz holds them all in memory: at most NPZ_MAX_BYTES
+MAX_GRID_IMAGES = 10_000
+MAX_FOLDER_IMAGES = 100_000_000
+NPZ_MAX_BYTES = 16 * 2**30
+
+
+def _check_sample_count(n: int, suffix: str, model: Any, *, flag: str) -> None:
+    """Refuse a count the output cannot hold, before sampling (it ended in a MemoryError)."""
+    if suffix in _GRID_SUFFIXES and n > MAX_GRID_IMAGES:
+        raise ConfigError(f"{flag}: {n:,} images is more than a grid shows ({MAX_GRID_IMAGES:,}"
+                          f" at most); write a folder (--out DIR) or an .npz")
+    if suffix == ".npz":
+        size = model.config.get("image_size", 1) ** 2 * model.config.get("channels", 1) * n
+        if size > NPZ_MAX_BYTES:
+            raise ConfigError(f"{flag}: {n:,} images take {size / 2**30:.0f} GiB in an .npz "
+                              f"(held in memory; {NPZ_MAX_BYTES // 2**30} GiB at most); write a "
+                              f"folder (--out DIR), which streams them")
+    if n > MAX_FOLDER_IMAGES:
+        raise ConfigError(f"{flag}: {n:,} images is more than {MAX_FOLDER_IMAGES:,}; sample in "
+                          f"several runs with different --seed")
 
 
 def _sample_output(text: str) -> tuple[Path, str]:
@@ -740,6 +780,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     import pixgen
     from pixgen.apps.interpolate import save_interpolation
 
+    out = _interpolation_output(args)
+    if args.rows is not None and (args.seeds or args.images):
+        raise ConfigError("--rows sets how many paths --seed draws; with "
+                          f"{'--seeds' if args.seeds else '--images'} the paths are given")
     model = pixgen.load(args.run, device=args.device or "auto")
     images = None
     if not args.images:
@@ -760,14 +804,34 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                             for f in args.images])
     kwargs = _sampling_kwargs(args, model.decode, model.name)  # type: ignore[attr-defined]
     labels = _parse_labels(args.labels, None)
-    frames = pixgen.interpolate(model, n=args.n, method=args.method, rows=args.rows,
+    frames = pixgen.interpolate(model, n=args.n, method=args.method,
+                                rows=4 if args.rows is None else args.rows,
                                 seed=args.seed, seeds=args.seeds, images=images, labels=labels,
                                 batch_size=args.batch_size, **kwargs)
-    out = args.out or ("interpolation.gif" if args.gif else "interpolation.png")
     path = save_interpolation(frames, out, gif=args.gif or None)  # or from the suffix
     print(f"wrote {frames.shape[0]} path(s) of {frames.shape[1]} images ({args.method}) to "
           f"{path}")
     return 0
+
+
+def _interpolation_output(args: argparse.Namespace) -> Path:
+    """interpolate's --out, checked before anything is computed: its type, and not one of
+    the --images it reads."""
+    out = Path(args.out or ("interpolation.gif" if args.gif else "interpolation.png")
+               ).expanduser()
+    suffix = out.suffix.lower()
+    if args.gif and suffix != ".gif":
+        raise ConfigError(f"--gif writes an animated GIF; give --out NAME.gif, not {out}")
+    if suffix not in (*_GRID_SUFFIXES, ".gif"):
+        raise ConfigError(f"--out {out}: give a file name ending in .png (a grid) or .gif "
+                          f"(an animation)")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name ending in .png or .gif")
+    for image in args.images or []:
+        if Path(image).expanduser().resolve() == out.resolve():
+            raise ConfigError(f"--out {out} is one of the --images: writing it would "
+                              f"overwrite that image; choose another --out")
+    return out
 
 
 def cmd_latent_map(args: argparse.Namespace) -> int:

@@ -64,7 +64,14 @@ def _balanced_labels(model: PixgenModel, n: int) -> torch.Tensor:
                           f"{', '.join(able)} on labelled data)")
     if n < 1:
         raise ConfigError(f"--n must be at least 1, not {n}")
+    if n > MAX_IMAGES:  # the labels alone would not fit in memory
+        raise ConfigError(f"--n {n:,} is more than {MAX_IMAGES:,} images; make several sets "
+                          f"with different --seed")
     return torch.arange(n) % model.config["num_classes"]
+
+
+#: the most images one synthetic set holds
+MAX_IMAGES = 100_000_000
 
 
 def _image_name(i: int, n: int, prefix: str = "") -> str:

@@ -65,6 +65,8 @@ def load_mask(path: str | Path, size: int) -> torch.Tensor:
     nearest neighbours, so a mask drawn over an image of any shape stays on its pixels."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from pixgen.data.folder import to_l_or_rgb
+
     path = Path(path).expanduser()
     try:
         with Image.open(path) as opened:
@@ -73,8 +75,9 @@ def load_mask(path: str | Path, size: int) -> torch.Tensor:
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = np.asarray(img.convert("RGBA"))
                 hole = (rgba[..., 3] < 128) | (rgba[..., :3].mean(-1) >= 128)
-            else:
-                hole = np.asarray(img.convert("L")) >= 128
+            else:  # 16-bit and float masks scaled to 8 bits as images are (a plain
+                # convert("L") clipped 16-bit values: 128 of 65535 was already a hole)
+                hole = np.asarray(to_l_or_rgb(img).convert("L")) >= 128
     except FileNotFoundError:
         raise DataError(f"mask file {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:

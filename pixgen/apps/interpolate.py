@@ -41,6 +41,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (dirs / dirs.norm(dim=1, keepdim=True) * norms).view(len(t), *a.shape).to(a.dtype)
 
 
+#: images in one interpolation (rows x n): every frame is held, and drawn in one grid
+MAX_FRAMES = 10_000
+
+
 @keeps_mode
 @torch.no_grad()
 def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: int = 4,
@@ -74,6 +78,13 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
         raise ConfigError(f"unknown interpolation method {method!r}; use slerp or lerp")
     if n < 2:
         raise ConfigError(f"--n must be at least 2 (the two ends), not {n}")
+    if images is not None and seeds is not None:
+        raise ConfigError("give the ends either as --images or as --seeds, not both")
+    paths = len(images) // 2 if images is not None else 1 if seeds is not None else rows
+    if n * max(paths, 1) > MAX_FRAMES:
+        raise ConfigError(f"{n} images per row x {paths} row(s) is more than the "
+                          f"{MAX_FRAMES:,} images an interpolation grid holds; lower --n or "
+                          f"--rows")
     model.eval()
     dev = model.device
     if images is not None:

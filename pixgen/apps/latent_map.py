@@ -52,6 +52,9 @@ def project(latents: torch.Tensor, *, method: str = "auto", seed: int = 0
         raise ConfigError(f"unknown projection {method!r}; use one of {', '.join(METHODS)}")
     z = latents.double().numpy()
     n, d = z.shape
+    if d < 2:
+        raise ConfigError(f"a latent map needs a latent of at least 2 dimensions; this model's "
+                          f"has {d}: walk it with pixgen interpolate instead")
     if method == "latent" or (method == "auto" and d == 2):
         if d != 2:
             raise ConfigError(f"--method latent needs a 2-D latent; this one has {d} "

@@ -55,6 +55,11 @@ def output_paths(names: list[Path], out: str | Path, *, grid: str,
             if p.resolve() in sources:
                 raise ConfigError(f"writing {p} would overwrite that input image; choose "
                                   f"another --out folder")
+    taken = [p for p in [*paths, out / grid] if p.exists() or p.is_symlink()]
+    if taken:  # as sample and augment: nothing already there is replaced
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise ConfigError(f"{taken[0]}{more} already exists; choose a new or empty --out "
+                          f"folder, or remove what is there")
     return paths
 
 

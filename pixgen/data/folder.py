@@ -269,7 +269,7 @@ def _decode(path: Path, size: int | None, opened: dict[str, Any]) -> np.ndarray:
                 if drafted is not None:
                     scale = w / drafted[1][2]
             swap = orientation in (5, 6, 7, 8)  # EXIF rotation by 90 degrees
-            im = _to_l_or_rgb(ImageOps.exif_transpose(im))
+            im = to_l_or_rgb(ImageOps.exif_transpose(im))
             if size is None:
                 return np.array(im)
             return np.asarray(_crop_resize(im, size, full=(h, w) if swap else (w, h),
@@ -287,7 +287,7 @@ def _decode(path: Path, size: int | None, opened: dict[str, Any]) -> np.ndarray:
         raise _Unreadable(str(e) or type(e).__name__) from None
 
 
-def _to_l_or_rgb(im: Image.Image) -> Image.Image:
+def to_l_or_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to L or RGB: transparency over white, deep images to 8 bits."""
     mode = im.mode
     if mode == "F" or mode.startswith("I"):

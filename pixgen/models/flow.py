@@ -333,7 +333,9 @@ class Glow(LatentInpainting, LikelihoodModel):
                              ) -> torch.Tensor | None:
         labels = self.check_labels(n, labels)
         if self.num_classes and labels is None:
-            raise ConfigError("this glow is class-conditional: its latents need labels")
+            raise ConfigError("this glow is class-conditional: its latents need labels (the "
+                              "images' class: --labels K on the command line, labels= in "
+                              "Python)")
         return labels
 
     @torch.no_grad()

@@ -143,6 +143,13 @@ def test_output_files_never_overwrite_each_other_or_the_inputs(tmp_path):
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # nothing written
     written, _ = pixgen.superres_files(model, src, tmp_path / "sr")
     assert len(written) == 3
+    # a folder holding files of the same names (originals, an earlier run) is not written
+    # over: translate, superres and inpaint replaced them without a word
+    before = {p.name: p.read_bytes() for p in (tmp_path / "sr").iterdir()}
+    with pytest.raises(ConfigError, match=r"000000.png \(and 2 more\) already exists; "
+                                          r"choose a new or empty --out"):
+        pixgen.superres_files(model, src, tmp_path / "sr")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sr").iterdir()} == before
 
 
 # -- the caller's model and options -----------------------------------------------------

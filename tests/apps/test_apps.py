@@ -251,6 +251,10 @@ def test_projections():
     assert coords.shape == (40, 2) and how.startswith("t-SNE")
     with pytest.raises(PixgenError, match="2-D latent"):
         project(z, method="latent")
+    for method in ("auto", "pca", "tsne"):  # sklearn's traceback, for a 1-D latent
+        with pytest.raises(PixgenError, match="needs a latent of at least 2 dimensions; "
+                                              "this model's has 1"):
+            project(torch.randn(40, 1), method=method)
 
 
 @pytest.mark.parametrize("name", able("encode"))

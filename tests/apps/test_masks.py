@@ -46,6 +46,23 @@ def test_png_masks_white_or_transparent_means_fill(tmp_path):
         resolve_mask(torch.ones(4, 4), 8)
 
 
+def test_16_bit_and_float_masks_are_read_at_their_depth(tmp_path):
+    """convert("L") clipped 16-bit values (128 of 65535, 0.2% grey, was a hole) and
+    truncated float ones (1.0, white, was kept)."""
+    deep = np.zeros((16, 16), np.uint16)
+    deep[:4] = 65535  # white: fill
+    deep[4:, 8:] = 20000  # 30% grey: keep
+    Image.fromarray(deep).save(tmp_path / "m16.png")
+    assert Image.open(tmp_path / "m16.png").mode.startswith("I")
+    m = load_mask(tmp_path / "m16.png", 16)[0, 0]
+    assert m[:4].all() and not m[4:].any()
+    flt = np.zeros((16, 16), np.float32)
+    flt[:4] = 1.0
+    Image.fromarray(flt).save(tmp_path / "mf.tiff")
+    m = load_mask(tmp_path / "mf.tiff", 16)[0, 0]
+    assert m[:4].all() and not m[4:].any()
+
+
 def test_masked_psnr_and_mean_fill():
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     mask = builtin_mask("center", 8)

@@ -275,9 +275,9 @@ def test_16_bit_grayscale_with_a_transparent_grey_is_white_there(tmp_path):
 
 def test_deep_and_float_modes_scale_to_8_bits():
     f = Image.fromarray(np.array([[0.0, 0.5, 1.0, 2.0]], np.float32), "F")
-    assert np.asarray(folder_mod._to_l_or_rgb(f)).tolist() == [[0, 128, 255, 255]]
+    assert np.asarray(folder_mod.to_l_or_rgb(f)).tolist() == [[0, 128, 255, 255]]
     i = Image.fromarray(np.array([[0, 257, 65535, 70000, -5]], np.int32), "I")
-    assert np.asarray(folder_mod._to_l_or_rgb(i)).tolist() == [[0, 1, 255, 255, 0]]
+    assert np.asarray(folder_mod.to_l_or_rgb(i)).tolist() == [[0, 1, 255, 255, 0]]
 
 
 def test_home_is_expanded(tmp_path, monkeypatch):

@@ -96,6 +96,53 @@ def test_values_out_of_range_are_refused_by_the_parser(run, args, capsys):
     assert "must be" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args", [
+    ["sample", "RUN", "--seed", "99999999999999999999999"],
+    ["sample", "RUN", "--seed", "-1"],
+    ["interpolate", "RUN", "--seeds", "1", "-2"],
+    ["latent-map", "RUN", "--seed", "-1"],
+    ["inpaint", "RUN", "--image", "digits", "--seed", "4294967296"],
+])
+def test_seeds_out_of_range_are_refused_by_the_parser(run, args, capsys):
+    """A seed past 2**63 was a torch traceback, a negative one numpy's or sklearn's (and
+    sample --seed -1 drew the images of --seed 2**64 - 1)."""
+    with pytest.raises(SystemExit) as e:
+        main([str(run) if a == "RUN" else a for a in args])
+    assert e.value.code == 2
+    assert "must be 0 to 4294967295" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "RUN", "--n", "100000000000", "--labels", "3", "--out", "OUT/g.png"],
+     "--n: 100,000,000,000 images is more than a grid shows (10,000 at most)"),
+    (["sample", "RUN", "--n", "100000000", "--out", "OUT/s.npz"],
+     "--n: 100,000,000 images take 24 GiB"),
+    (["sample", "RUN", "--n", "30000000000", "--out", "OUT/many"],
+     "is more than 100,000,000; sample in several runs"),
+    (["interpolate", "RUN", "--n", "100000000000", "--rows", "1"],
+     "100000000000 images per row x 1 row(s) is more than the 10,000 images"),
+    (["interpolate", "RUN", "--gif", "--out", "OUT/x.png"], "--gif writes an animated GIF"),
+    (["interpolate", "RUN", "--seeds", "1", "2", "--rows", "3"],
+     "--rows sets how many paths --seed draws; with --seeds the paths are given"),
+])
+def test_counts_and_flags_an_output_cannot_take(run, tmp_path, capsys, args, message):
+    """Huge counts ended in a MemoryError or an allocator traceback; --gif with a .png
+    name wrote x.gif, and --rows with --seeds was ignored, without a word."""
+    args = [str(run) if a == "RUN" else a.replace("OUT", str(tmp_path)) for a in args]
+    assert main(args) == 2
+    one_error(capsys, message)
+    assert not any(tmp_path.iterdir())
+
+
+def test_interpolate_never_overwrites_its_images(run, tmp_path, capsys):
+    pixgen.save_images(torch.zeros(2, 1, 16, 16), tmp_path / "in")
+    a, b = sorted((tmp_path / "in").iterdir())
+    before = a.read_bytes()
+    assert main(["interpolate", str(run), "--images", str(a), str(b), "--out", str(a)]) == 2
+    one_error(capsys, "is one of the --images: writing it would overwrite that image")
+    assert a.read_bytes() == before
+
+
 def test_paths_that_cannot_be_written_or_read(run, tmp_path, capsys):
     (tmp_path / "grid.png").mkdir()
     assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "grid.png")]) == 2
