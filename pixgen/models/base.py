@@ -173,6 +173,15 @@ class Batch:
         return Batch(self.images.contiguous(memory_format=fmt), self.labels, b)
 
 
+def check_temperature(temperature: float) -> float:
+    """A sampling temperature: 0 (the most likely choice) or more. A negative one was taken
+    silently: a categorical sampler clamped it to greedy, Glow flipped its latents."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"temperature must be 0 or more (1: the model's own distribution, "
+                          f"below 1: sharper), not {temperature}")
+    return temperature
+
+
 def randn(*shape: int, generator: torch.Generator | None = None,
           device: torch.device | str | None = None) -> torch.Tensor:
     """Standard normal noise; drawn on the generator's device and moved, so a seeded CPU

@@ -69,6 +69,9 @@ class DiffusionCore:
         """The requested (steps, sampler, eta), the model's defaults where None; DDPM
         defaults to all T steps."""
         sampler = sampler or self.default_sampler
+        if sampler == "ddpm" and eta:  # it was ignored without a word
+            raise ConfigError("eta sets the noise of DDIM steps; the ddpm sampler always "
+                              "takes the full noise: drop eta (--eta), or use --sampler ddim")
         if steps is None:
             steps = self.process.timesteps if sampler == "ddpm" else self.sample_steps
         return steps, sampler, self.sample_eta if eta is None else eta

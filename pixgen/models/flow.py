@@ -11,7 +11,7 @@ from torch import nn
 
 from pixgen.errors import ConfigError
 from pixgen.likelihood import bits_per_dim, continuous_nll_to_discrete, dequantize, quantize
-from pixgen.models.base import Batch, LikelihoodModel, randint, randn
+from pixgen.models.base import Batch, LikelihoodModel, check_temperature, randint, randn
 from pixgen.utils import distributed
 from pixgen.models.latent import LatentInpainting
 from pixgen.nn.blocks import DataInitialized
@@ -326,6 +326,7 @@ class Glow(LatentInpainting, LikelihoodModel):
                       temperature: float = 0.7) -> torch.Tensor:
         """(n, D) standardised latents drawn at ``temperature`` (Glow's samples look best
         around 0.7; 1 is the prior itself)."""
+        check_temperature(temperature)
         return torch.cat([randn(n, *part, generator=generator, device=self.device).flatten(1)
                           for part in self._latent_parts], 1) * temperature
 

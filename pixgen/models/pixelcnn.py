@@ -12,7 +12,8 @@ from pixgen.errors import ConfigError
 from pixgen.likelihood import (BINS, bits_per_dim, discretized_logistic_mixture_log_likelihood,
                                logistic_mixture_channels, sample_discretized_logistic_mixture,
                                to_levels)
-from pixgen.models.base import Batch, LikelihoodModel, ModelArgsError, rand, randint
+from pixgen.models.base import (Batch, LikelihoodModel, ModelArgsError, check_temperature,
+                                 rand, randint)
 from pixgen.nn.pixelcnn import GatedPixelCNN
 from pixgen.registry import MODELS
 
@@ -125,6 +126,7 @@ class PixelCNN(LikelihoodModel):
                   progress: bool = False) -> torch.Tensor:
         """Draw the pixels of ``x`` where ``fill`` (N, 1, H, W) is True in raster order, each
         given every pixel before it (drawn or kept); the other pixels are kept."""
+        check_temperature(temperature)
         size, c = self.image_size, self.channels
         x = x.clone()
         rows: Any = range(size)

@@ -13,7 +13,8 @@ from torch import nn
 from pixgen.errors import ConfigError
 from pixgen.likelihood import (bits_per_dim, discretized_gaussian_log_likelihood,
                                mean_and_log_scale)
-from pixgen.models.base import Batch, LikelihoodModel, PixgenModel, randint
+from pixgen.models.base import (Batch, LikelihoodModel, PixgenModel, check_temperature,
+                                 randint)
 from pixgen.models.pixelcnn import check_gated_stack_args, sample_categorical
 from pixgen.nn.pixelcnn import GatedPixelCNN
 from pixgen.nn.quantize import VectorQuantizer
@@ -281,7 +282,13 @@ class VQVAEPrior(LikelihoodModel):
     def sample_codes(self, n: int, *, labels: torch.Tensor | None = None,
                      generator: torch.Generator | None = None,
                      temperature: float = 1.0) -> torch.Tensor:
-        """Code grids (n, h, w) drawn from the prior, position by position."""
+        """Code grids (n, h, w) drawn from the prior, position by position; a
+        class-conditional prior needs ``labels`` (unconditioned, it never trained)."""
+        check_temperature(temperature)
+        labels = self.check_labels(n, labels)
+        if self.num_classes and labels is None:
+            raise ConfigError(f"this vqvae-prior is class-conditional ({self.num_classes} "
+                              f"classes): give labels")
         g = self.vqvae.grid
         codes = torch.zeros(n, g, g, dtype=torch.long, device=self.device)
         for i in range(g):

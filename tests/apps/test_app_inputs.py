@@ -165,6 +165,30 @@ def test_api_calls_give_the_model_back_in_its_mode():
     assert not model.training
 
 
+@pytest.mark.parametrize("name", ["glow", "pixelcnn", "vqvae-prior"])
+def test_a_negative_temperature_is_refused(name):
+    """It was taken silently: the categorical samplers clamped it to greedy, Glow's flipped
+    its latents."""
+    model = build(name)
+    with pytest.raises(ConfigError, match="temperature must be 0 or more"):
+        pixgen.generate(model, 2, temperature=-1.0)
+    assert pixgen.generate(model, 2, temperature=0.0).shape[0] == 2
+
+
+def test_a_conditional_prior_does_not_draw_codes_without_labels():
+    model = build("vqvae-prior")  # INFO has 3 classes
+    with pytest.raises(ConfigError, match="class-conditional .*: give labels"):
+        model.sample_codes(2)
+    assert model.sample_codes(2, labels=torch.tensor([0, 2])).shape[0] == 2
+
+
+def test_eta_with_the_ddpm_sampler_is_refused():
+    """DDPM steps take the full noise: eta was ignored without a word."""
+    model = build("diffusion")
+    with pytest.raises(ConfigError, match="the ddpm sampler always takes the full noise"):
+        pixgen.generate(model, 1, sampler="ddpm", eta=0.5, steps=2)
+
+
 def test_sampling_options_that_do_not_exist_are_refused():
     with pytest.raises(ConfigError, match=r"vae sampling has no option 'temprature' \(its "
                                           r"options: temperature\)"):

@@ -241,10 +241,25 @@ def _knn_metrics(real, fake):
 def test_copies_of_the_real_set_score_a_density_of_one():
     """Copies sit exactly on the real points: closed balls counted each one in k + 1 balls
     (its own and its k-th neighbour's), a density of 1.2 at k = 5 where prdc gives 1."""
-    real = torch.tensor(np.random.default_rng(0).integers(0, 4, (200, 3)), dtype=torch.float64)
-    real = real + torch.arange(200, dtype=torch.float64)[:, None] * 0.01  # lattice ties
+    real = torch.tensor(np.random.default_rng(0).normal(size=(200, 3)))
     assert M.density_coverage(real, real.clone()) == pytest.approx((1.0, 1.0))
     assert M.precision_recall(real, real.clone()) == (1.0, 1.0)
+
+
+def test_ties_with_a_radius_go_the_same_way_on_every_cpu():
+    """Points of a lattice at equal distances: the copy of a ball's k-th neighbour sits on
+    its edge, a rounding error inside or outside as the CPU's BLAS sums (a density of 1.0 on
+    one machine, 0.999 on another). Ties go as in exact arithmetic, computed in integers."""
+    lattice = np.random.default_rng(0).integers(0, 4, (200, 3)) * 100 + np.arange(200)[:, None]
+    d2 = ((lattice[:, None] - lattice[None]) ** 2).sum(-1)  # exact
+    radius = lambda k: np.sort(d2, axis=1)[:, k][:, None]  # noqa: E731
+    inside = d2 < radius(5)  # open balls
+    exact = (inside.sum() / (5 * 200), inside.any(1).mean())
+    assert exact[0] < 1  # the lattice does have ties at the radius
+    closed = (d2 <= radius(3)).any(0).mean()
+    real = torch.tensor(lattice, dtype=torch.float64) / 100  # not exact in binary
+    assert M.density_coverage(real, real.clone()) == pytest.approx(exact)
+    assert M.precision_recall(real, real.clone()) == pytest.approx((closed, closed))
 
 
 def test_knn_metrics_match_reference_and_do_not_depend_on_blocks(monkeypatch):
