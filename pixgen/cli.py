@@ -317,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="center, left, strokes, or a mask PNG, white = fill (default: center)")
     p.add_argument("--n", type=int, default=8, help="images taken from a dataset (default: 8)")
     p.add_argument("--labels", default=None, metavar="K,K,...",
-                   help="class labels for class-conditional models (default: unconditional)")
+                   help="the class of each image (one for all), for class-conditional "
+                   "models (default: the model's choice: cgan and glow keep the class that "
+                   "fits best, pixelcnn draws one, diffusion fills unconditionally when "
+                   "trained with label dropout, else with a random class)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the noise and of the strokes "
                    "(default: 0)")
     p.add_argument("--out", default="inpainted", metavar="DIR",
@@ -851,14 +854,17 @@ def cmd_latent_map(args: argparse.Namespace) -> int:
     info = DataInfo(**model.meta["data"])
     size, channels = model.config["image_size"], model.config["channels"]
     labels, names = None, info.class_names
-    if args.images is None or not Path(args.images).expanduser().exists():
+    from pixgen.registry import DATASETS
+
+    if args.images is None or (not Path(args.images).expanduser().exists()
+                               and args.images.partition(":")[0] in DATASETS):
         from pixgen.config import run_data_dir
         from pixgen.data import load_dataset
 
         spec = args.images or info.spec
         data = load_dataset(spec, split="test", image_size=size, channels=channels,
                             data_dir=run_data_dir(model.run_dir))
-        pick = _spread(len(data), args.n)
+        pick = _spread(len(data), args.n, data.labels)
         images, labels = data.images[pick], (data.labels[pick] if data.labels is not None
                                              else None)
         names = data.class_names or names
@@ -905,14 +911,25 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spread(total: int, n: int) -> Any:
-    """Indices of ``n`` of ``total`` items, evenly spread (all of them when n >= total): a
-    fixed choice that reaches every class of a test split stored class by class."""
+def _spread(total: int, n: int, labels: Any = None) -> Any:
+    """Indices of ``n`` of ``total`` items, in order (all of them when n >= total): a fixed
+    choice. With ``labels``, the classes take turns (the first item of each class, then the
+    second, ...), so every class is there however the split is ordered (digits' test split
+    is shuffled: an even spread gave one class a single image, and latent-map's 5-NN
+    accuracy, which needs two per class, went missing); without, evenly spread."""
     import torch
 
     if n >= total:
         return torch.arange(total)
-    return torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()
+    if labels is None:
+        return torch.linspace(0, total - 1, n, dtype=torch.float64).round().long()
+    labels = torch.as_tensor(labels).long()
+    order = torch.argsort(labels, stable=True)  # grouped by class, each in split order
+    counts = torch.bincount(labels)
+    rank = torch.empty(total, dtype=torch.long)
+    rank[order] = torch.arange(total) - (torch.cumsum(counts, 0) - counts)[labels[order]]
+    turns = torch.argsort(rank * len(counts) + labels, stable=True)
+    return turns[:n].sort().values
 
 
 def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int,
@@ -931,7 +948,7 @@ def _read_images_or_dataset(spec: str, *, n: int, image_size: int, channels: int
                             data_dir=run_data_dir(run_dir))
         import re
 
-        pick = _spread(len(data), n)
+        pick = _spread(len(data), n, data.labels)
         stem = re.sub(r"[^\w.-]+", "_", spec).strip("_.") or "test"  # one flat file name
         return data.images[pick], [Path(f"{stem}-{int(i):04d}.png") for i in pick]
     return read_inputs(spec, image_size=image_size, channels=channels, flag="--image")

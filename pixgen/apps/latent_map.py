@@ -114,13 +114,16 @@ def plot_map(coords: np.ndarray, labels: torch.Tensor | None, path: str | Path, 
 @torch.no_grad()
 def manifold(model: PixgenModel, *, n: int = 15, label: int | None = None) -> torch.Tensor:
     """For a model with a 2-D latent: images decoded on an n x n grid of the prior's
-    quantiles (5% to 95%), (n * n, C, H, W), first latent dimension along the rows."""
+    quantiles (5% to 95%), (n * n, C, H, W) in row-major order, laid out as the latent map
+    plots them: the first dimension grows left to right, the second bottom to top."""
     model.require("latent", "a manifold grid")
     shape = tuple(model.latent_shape)  # type: ignore[attr-defined]
     if math.prod(shape) != 2:
         raise ConfigError(f"a manifold grid needs a 2-D latent; this one has shape {shape}")
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
-    z = torch.stack(torch.meshgrid(q, q, indexing="xy"), -1).view(n * n, *shape)
+    # row r, column c holds (q[c], q[n - 1 - r]): the top row is the largest second
+    # dimension, as the map's y axis (it was the smallest: the grid was upside down)
+    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).view(n * n, *shape)
     kw = {} if label is None else {"labels": torch.full((n * n,), label, device=model.device)}
     model.eval()
     return model.decode(z.to(model.device), **kw).float().clamp(-1, 1).cpu()  # type: ignore[attr-defined]
