@@ -337,13 +337,11 @@ def _manifold_membership(real: torch.Tensor, fake: torch.Tensor, *, k: int, reca
     # A distance equal to a radius (a copy of a real point, at the distance of that point's
     # k-th neighbour) comes out a rounding error above or below it, as the BLAS kernel sums
     # in another order (it differs between CPUs and memory alignments): differences within
-    # a few roundings of the squared norms count as equal, so ties go the same way on every
-    # machine (in a closed ball, out of an open one).
-    fake_max = fake_sq.amax() if len(fake) else fake_sq.new_zeros(())
+    # a few roundings of the largest squared norms count as equal, so ties go the same way
+    # on every machine (in a closed ball, out of an open one).
+    tol = 16 * torch.finfo(dtype).eps * (real.square().sum(dim=1).amax() + fake_sq.amax())
     for i in range(0, len(real), step):
-        block = real[i:i + step]
-        tol = 16 * torch.finfo(dtype).eps * (block.square().sum(dim=1).amax() + fake_max)
-        d2 = _sq_dists(block, fake, fake_sq)  # (block, M)
+        d2 = _sq_dists(real[i:i + step], fake, fake_sq)  # (block, M)
         if fake_r2 is not None:
             inside.append((d2 <= fake_r2.unsqueeze(0) + tol).any(dim=1))
         excess = d2.sub_(real_r2[i:i + step].unsqueeze(1))  # <= 0: fake j in real ball i
@@ -351,11 +349,7 @@ def _manifold_membership(real: torch.Tensor, fake: torch.Tensor, *, k: int, reca
         hit.append(excess.amin(dim=1) < -tol)
         if counts:
             ball_counts += (excess < -tol).sum(dim=0, dtype=torch.int32)
-    # (min_excess: the last block's tolerance is a bound of every block's up to the norms;
-    # it is recomputed over the whole real set here)
-    tol_all = 16 * torch.finfo(dtype).eps * (real.square().sum(dim=1).amax() + fake_max)
-    return _Membership(min_excess <= tol_all, torch.cat(hit),
-                       ball_counts if counts else None,
+    return _Membership(min_excess <= tol, torch.cat(hit), ball_counts if counts else None,
                        torch.cat(inside) if inside else None)
 
 
