@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score samples (FID, KID, precision/recall...) every N steps and keep "
                    "the best checkpoint by FID in best/ (default: 0, off)")
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
-                   help="auto = bf16 autocast on CUDA, fp32 elsewhere (default: auto; "
-                   "config key train.precision)")
+                   help="auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 on a CPU pays "
+                   "where it has native bf16 (AVX512-BF16 or AMX) (default: auto; config key "
+                   "train.precision)")
     p.add_argument("--compile", action="store_true", default=None,
                    help="wrap the model's networks in torch.compile (slower first steps; "
                    "config key train.compile)")

@@ -77,7 +77,9 @@ class TrainConfig:
             of images; 0 disables EMA; None uses the model's default.
         ema_rampup: during early training the half-life is at most this fraction of the images
             seen so far (EDM, Karras et al. 2022); 0 disables the ramp-up.
-        precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
+        precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16" (bf16
+            autocast on any device; on a CPU it pays only with native bf16, AVX512-BF16 or
+            AMX, and pixgen warns where it is emulated).
         compile: wrap the model's networks with torch.compile.
         channels_last: train on channels-last tensors (true) or contiguous NCHW ones (false);
             None uses the model's preference, measured on a CPU (channels-last for the GANs,

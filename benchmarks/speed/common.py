@@ -13,7 +13,8 @@ them):
   is the baseline.
 - **pixgen**: ``pixgen.train`` itself, the real trainer. On the device it keeps the data as
   one uint8 tensor and forms batches by index gathers. It uses channels-last, fused AdamW,
-  bf16 autocast on CUDA, and reads losses back only at log steps. Its rate comes from the
+  bf16 autocast on CUDA (``--precision bf16``: on a CPU too), and reads losses back only at
+  log steps. Its rate comes from the
   training seconds the trainer records in metrics.jsonl, after the warm-up steps.
 - **sampling**: ``pixgen.generate`` on the trained model, after one warm-up call.
 
@@ -24,7 +25,8 @@ Three figures go with them:
 - **FLOP/step**: one training step (every group's forward and backward) counted with the
   per-operator formulas of ``torch.utils.flop_counter`` (matmuls and convolutions).
 - **FLOP utilisation**: FLOP/step x steps/s over the GEMM peak measured in the same run.
-  The peak is the best of several large square matmuls, fp32 on a CPU and bf16 on a GPU.
+  The peak is the best of large square matmuls and large 1x1 convolutions (both GEMMs), in
+  the dtype pixgen trains in: bf16 on a GPU (or with ``--precision bf16``), fp32 otherwise.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ def classic_training(setup: Setup, device: str, steps: int, warmup: int,
 
 
 def pixgen_training(setup: Setup, device: str, steps: int, warmup: int,
-                    compile: bool = False, channels_last: bool | None = None
-                    ) -> dict[str, float]:
+                    compile: bool = False, channels_last: bool | None = None,
+                    precision: str = "auto") -> dict[str, float]:
     """``pixgen.train``; images/s after warm-up, then sampling images/s of the model."""
     import pixgen
 
@@ -184,7 +186,8 @@ def pixgen_training(setup: Setup, device: str, steps: int, warmup: int,
                                         "train.ckpt_every": 0, "train.tensorboard": False,
                                         "data.channels": setup.channels,
                                         "train.compile": compile,
-                                        "train.channels_last": channels_last},
+                                        "train.channels_last": channels_last,
+                                        "train.precision": precision},
                              **setup.args)
         lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     seconds = {x["step"]: x["seconds"] for x in lines}
@@ -244,22 +247,71 @@ def step_flops(setup: Setup, device: str) -> float:
     return float(counter.total)
 
 
-def gemm_peak(device: str, seconds: float = 5.0) -> dict[str, Any]:
-    """Best FLOP/s of large square matmuls: fp32 on CPU, bf16 on CUDA."""
+def gemm_peak(device: str, dtype: str | None = None, seconds: float = 5.0) -> dict[str, Any]:
+    """Best FLOP/s of large GEMMs in ``dtype`` (default: bf16 on CUDA, fp32 elsewhere): square
+    matmuls, and 1x1 convolutions over channels-last batches (a GEMM too, run by the
+    convolution library). On some CPUs the two libraries differ twofold: MKL's fp32 matmul
+    takes its AVX2 path on AMD processors while oneDNN's convolutions use AVX-512, and the
+    networks' convolutions would seem to run above a matmul-only peak."""
     dev = torch.device(device)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    dt = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda"
+                                                else torch.float32)
     n = 8192 if dev.type == "cuda" else 2048
-    a = torch.randn(n, n, device=dev, dtype=dtype)
-    b = torch.randn(n, n, device=dev, dtype=dtype)
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        _sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(4 if dev.type == "cuda" else 1):
-            a @ b
-        _sync(dev)
-        best = min(best, (time.perf_counter() - t0) / (4 if dev.type == "cuda" else 1))
-    return {"flops": 2 * n**3 / best, "dtype": str(dtype).replace("torch.", ""), "n": n}
+    a = torch.randn(n, n, device=dev, dtype=dt)
+    b = torch.randn(n, n, device=dev, dtype=dt)
+    cl = torch.channels_last
+    c, hw, batch = (2048, 64, 16) if dev.type == "cuda" else (512, 32, 16)
+    x = torch.randn(batch, c, hw, hw, device=dev, dtype=dt).contiguous(memory_format=cl)
+    w = torch.randn(c, c, 1, 1, device=dev, dtype=dt).contiguous(memory_format=cl)
+    kernels = {"matmul": (lambda: a @ b, 2 * n**3),
+               "1x1 convolution": (lambda: torch.nn.functional.conv2d(x, w),
+                                   2 * batch * hw * hw * c * c)}
+    reps = 4 if dev.type == "cuda" else 1
+    result: dict[str, Any] = {"flops": 0.0, "dtype": str(dt).replace("torch.", ""), "n": n}
+    for name, (fn, flop) in kernels.items():
+        best, start = float("inf"), time.perf_counter()
+        fn()  # warm-up: kernel selection, first-touch allocation
+        while time.perf_counter() - start < seconds / len(kernels):
+            _sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(dev)
+            best = min(best, (time.perf_counter() - t0) / reps)
+        result[name] = flop / best
+        if flop / best > result["flops"]:
+            result["flops"], result["kernel"] = flop / best, name
+    return result
+
+
+def peak_text(peak: dict[str, Any]) -> str:
+    """How a GEMM peak measurement reads in a report."""
+    return (f"{peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']} {peak['kernel']}; matmul "
+            f"{peak['matmul'] / 1e9:.1f}, 1x1 convolution {peak['1x1 convolution'] / 1e9:.1f})")
+
+
+def measure_peak(args: argparse.Namespace, when: str = "", tries: int = 2) -> dict[str, Any]:
+    """The GEMM peak in the dtype pixgen trains in, printed: the best of ``tries`` fresh
+    processes (on a 2-core VM the same kernel ran at 340 GFLOP/s in some processes and
+    510 in others, while each process was steady)."""
+    peak = max((isolated("gemm_peak", args.threads, device=args.device, dtype=peak_dtype(args))
+                for _ in range(tries)), key=lambda p: p["flops"])
+    print(f"GEMM peak{when}: {peak_text(peak)}", flush=True)
+    return peak
+
+
+def precision_title(args: argparse.Namespace) -> str:
+    """What a section title adds for a precision other than the device's default."""
+    default = "bf16" if args.device.startswith("cuda") else "fp32"
+    return "" if args.precision in ("auto", default) else f", {args.precision}"
+
+
+def peak_dtype(args: argparse.Namespace) -> str:
+    """The dtype pixgen trains in with ``--precision`` on ``--device`` (its "auto": bf16
+    autocast on CUDA, fp32 elsewhere), which the GEMM peak is measured in."""
+    bf16 = args.precision == "bf16" or (args.precision == "auto"
+                                        and args.device.startswith("cuda"))
+    return "bfloat16" if bf16 else "float32"
 
 
 def _child(fn_name: str, kwargs: dict[str, Any], threads: int | None, queue: Any) -> None:
@@ -299,7 +351,8 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure(setup: Setup, *, device: str, steps: int, warmup: int, workers: list[int],
             peak: float, threads: int | None, compile: bool = False,
-            repeats: int = 2, channels_last: bool | None = None) -> dict[str, Any]:
+            repeats: int = 2, channels_last: bool | None = None,
+            precision: str = "auto") -> dict[str, Any]:
     """Every figure for one setup. The two loops take turns, ``repeats`` rounds; each
     keeps its best round (a shared machine only ever slows a run down)."""
     classic: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
@@ -315,7 +368,7 @@ def measure(setup: Setup, *, device: str, steps: int, warmup: int, workers: list
                   flush=True)
         ours_runs.append(isolated("pixgen_training", threads, setup=setup, device=device,
                                   steps=steps, warmup=warmup, compile=compile,
-                                  channels_last=channels_last))
+                                  channels_last=channels_last, precision=precision))
         print(f"  pixgen: {ours_runs[-1]['rate']:.1f} img/s", flush=True)
     classic_best = {w: _best(runs) for w, runs in classic.items()}
     best = max(classic_best, key=lambda w: classic_best[w]["rate"])
@@ -368,6 +421,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--compile", action="store_true", help="pixgen with torch.compile")
     ap.add_argument("--channels-last", choices=["auto", "true", "false"], default="auto",
                     help="pixgen's train.channels_last (auto: each model's preference)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="pixgen's train.precision (auto: bf16 autocast on CUDA, fp32 "
+                         "elsewhere; bf16 on a CPU pays where it has native bf16 dot products, "
+                         "AVX512-BF16 or AMX). The classic loop is always fp32")
     ap.add_argument("--repeats", type=int, default=2,
                     help="rounds of the two loops, taking turns; each keeps its best")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
@@ -389,9 +446,7 @@ def run_family(family: str, setups: list[Setup], args: argparse.Namespace,
         raise SystemExit("--steps must be a multiple of --warmup (both are whole logging "
                          "intervals of the trainer)")
     if peak is None:
-        peak = isolated("gemm_peak", args.threads, device=args.device)
-        print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']}, "
-              f"{peak['n']}x{peak['n']})", flush=True)
+        peak = measure_peak(args)
     chosen = [s for s in setups if not args.models or s.model in args.models.split(",")]
     workers = args.workers or ("0,4" if args.device.startswith("cuda") else "0,2")
     rows = []
@@ -402,7 +457,7 @@ def run_family(family: str, setups: list[Setup], args: argparse.Namespace,
                             peak=peak["flops"], threads=args.threads, compile=args.compile,
                             repeats=args.repeats,
                             channels_last={"auto": None, "true": True, "false": False}[
-                                args.channels_last]))
+                                args.channels_last], precision=args.precision))
     return rows
 
 
@@ -410,15 +465,16 @@ def report(rows: list[dict[str, Any]], peak: dict[str, Any], args: argparse.Name
            command: str, title: str) -> str:
     """Measure the GEMM peak again, keep the higher of the two (a shared machine can slow a
     measurement down, never speed it up), and publish the section."""
-    end = isolated("gemm_peak", args.threads, device=args.device)
-    print(f"GEMM peak at the end: {end['flops'] / 1e9:.1f} GFLOP/s", flush=True)
+    end = measure_peak(args, " at the end")
     if end["flops"] > peak["flops"]:
         peak = end
         for row in rows:
             row["utilisation"] = row["achieved_flops"] / peak["flops"]
-    header = (f"Machine: {machine()}, device {args.device}. GEMM peak measured in the same "
-              f"run (best {peak['dtype']} {peak['n']}x{peak['n']} matmul, at the start and "
-              f"the end): {peak['flops'] / 1e9:.1f} GFLOP/s. {args.warmup} warm-up and "
+    precision = {"float32": "fp32", "bfloat16": "bf16 autocast"}[peak["dtype"]]
+    header = (f"Machine: {machine()}, device {args.device}; pixgen in {precision}, the "
+              f"classic loop in fp32. GEMM peak measured in the same run (the best "
+              f"{peak['dtype']} kernel at the start and the end: matmul {peak['n']}x{peak['n']} "
+              f"or 1x1 convolution): {peak_text(peak)}. {args.warmup} warm-up and "
               f"{args.steps} timed training steps per loop, best of {args.repeats} "
               f"alternating rounds; every measurement in its own process. Command: "
               f"`{command}`.")
@@ -433,8 +489,7 @@ def family_main(family: str, setups: list[Setup], doc: str,
                 gpu_setups: list[Setup] | None = None) -> None:
     """The command line of one family script."""
     args = parser(doc.split("\n")[0]).parse_args()
-    peak = isolated("gemm_peak", args.threads, device=args.device)
-    print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s", flush=True)
+    peak = measure_peak(args)
     rows = run_family(family, choose_setups(setups, gpu_setups, args), args, peak)
     report(rows, peak, args, " ".join(["python", *sys.argv]),
-           f"Speed: {family} ({args.device})")
+           f"Speed: {family} ({args.device}{precision_title(args)})")

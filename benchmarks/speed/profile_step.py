@@ -3,7 +3,8 @@ model's losses and backward passes (no optimiser), grouped by operator, plus the
 the time in convolutions (forward, backward and the double backward of a gradient penalty).
 
 Usage: python benchmarks/speed/profile_step.py MODEL [--data shapes] [--image-size 32]
-    [--channels 3] [--batch-size 64] [--steps 5] [--channels-last] [--set KEY=VALUE ...]
+    [--channels 3] [--batch-size 64] [--steps 5] [--channels-last] [--bf16]
+    [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up)")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bf16", action="store_true",
+                    help="under bf16 autocast (the trainer's precision=bf16)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a model argument (a number or a word), e.g. r1_every=16")
     args = ap.parse_args()
@@ -54,9 +57,14 @@ def main() -> None:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def step(i: int) -> None:
-        for _, loss, _ in model.training_losses(Batch(x, y), i):
-            loss.backward()
+    def step(i: int) -> None:  # as the trainer: each loss under autocast, its backward not
+        stream = model.training_losses(Batch(x, y), i)
+        while True:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                item = next(stream, None)
+            if item is None:
+                return
+            item[1].backward()
 
     for i in range(3):
         step(i)

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import ROOT, choose_setups, isolated, parser, report, run_family
+from common import (ROOT, choose_setups, measure_peak, parser, precision_title, report,
+                    run_family)
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = ["gan", "vae", "vqvae", "pixelcnn", "flow", "diffusion"]
@@ -26,8 +27,7 @@ def main() -> None:
     ap.add_argument("--diffusers", action="store_true",
                     help="also run benchmarks/diffusion_speed.py")
     args = ap.parse_args()
-    peak = isolated("gemm_peak", args.threads, device=args.device)
-    print(f"GEMM peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['dtype']})", flush=True)
+    peak = measure_peak(args)
     rows = []
     for family in args.families.split(","):
         spec = importlib.util.spec_from_file_location(f"speed_{family}", HERE / f"{family}.py")
@@ -39,7 +39,7 @@ def main() -> None:
     chosen = args.families.split(",")
     subset = "" if sorted(chosen) == sorted(FAMILIES) else f"; {', '.join(chosen)}"
     report(rows, peak, args, " ".join(["python", *sys.argv]),
-           f"Speed: training and sampling ({args.device}{subset})")
+           f"Speed: training and sampling ({args.device}{precision_title(args)}{subset})")
     if args.diffusers:
         extra = (["--threads", str(args.threads)] if args.threads else []) + \
             (["--write", args.write] if args.write else [])

@@ -12,6 +12,7 @@ import contextvars
 import copy
 import json
 import math
+import platform
 import signal
 import threading
 import time
@@ -46,6 +47,19 @@ CONFIG_YAML = "config.yaml"
 #: through the two-stage run); the trainer names it when it stops early.
 RESUME_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "pixgen_resume_command", default=None)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX, as oneDNN sees it);
+    elsewhere bf16 autocast on the CPU is emulated and slower than fp32."""
+    cpu = torch.cpu
+    try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+            # oneDNN's own check also accepts plain AVX-512, where it emulates bf16
+            return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # Arm: its BF16 extension
+    except (AttributeError, RuntimeError):  # an older torch, or a build without oneDNN
+        return False
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -407,6 +421,10 @@ class Trainer:
             for child in self.model.children():
                 child.compile()
         use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
+        if use_bf16 and self.device.type == "cpu" and not cpu_has_native_bf16():
+            progress_write("pixgen: warning: this CPU has no native bf16 arithmetic (AVX512-BF16 "
+                           "or AMX), so bf16 autocast is emulated and usually slower than fp32 "
+                           "here; --precision fp32 (the CPU default) trains faster")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.step = 0
         self.saved_step: int | None = None  # the step of the newest complete checkpoint

@@ -1,8 +1,10 @@
 """The training loop: exact resume, EMA, accumulation, the non-finite guard, run dirs."""
 
 import contextlib
+import importlib
 import json
 import os
+import platform
 
 import pytest
 import torch
@@ -416,3 +418,35 @@ def test_settings_given_twice_or_that_do_nothing_are_refused(tmp_path):
                      progress=False)
     assert not any(tmp_path.iterdir())
     _train("gan-mlp", tmp_path / "e", 2, seed=20_000_000_000_000)  # overflowed the batcher
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_runs_under_autocast_and_warns_where_it_is_emulated(
+        native, tmp_path, monkeypatch, capsys):
+    trainer_module = importlib.import_module("pixgen.train.trainer")
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    dtypes = []
+
+    def hook(module, inputs, output):
+        if module.training and isinstance(module, torch.nn.Conv2d):
+            dtypes.append(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        _train("dcgan", tmp_path / "run", 1, overrides={"train.precision": "bf16"})
+    finally:
+        handle.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    out = capsys.readouterr().out
+    assert ("no native bf16" in out) != native, out
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
+                    or not os.path.exists("/proc/cpuinfo"), reason="reads x86 Linux CPU flags")
+def test_native_bf16_is_read_from_the_cpu_flags():
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    expected = "avx512_bf16" in flags or "amx_tile" in flags
+    assert importlib.import_module("pixgen.train.trainer").cpu_has_native_bf16() == expected
