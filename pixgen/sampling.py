@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from pixgen.errors import ConfigError
-from pixgen.models.base import GenerativeModel, keeps_mode
+from pixgen.models.base import GenerativeModel, check_batch_size, keeps_mode
 
 
 @keeps_mode
@@ -48,6 +48,7 @@ def generate_batches(model: GenerativeModel, n: int, *, seed: int | None = 0,
     in its own mode when the iteration ends."""
     if n < 1:
         raise ConfigError(f"the number of samples must be at least 1, not {n}")
+    check_batch_size(batch_size)
     model.require("sample", "sampling")
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long)

@@ -17,7 +17,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError, DataError
-from pixgen.models.base import PixgenModel, keeps_mode
+from pixgen.models.base import PixgenModel, check_batch_size, keeps_mode
 from pixgen.utils.images import make_grid, mean_fill, save_image  # noqa: F401 - mean_fill: the baseline
 
 BUILTIN_MASKS = {
@@ -146,6 +146,7 @@ def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.T
         float images in [-1, 1] on the CPU; known pixels unchanged.
     """
     model.require("inpaint", "inpainting")
+    check_batch_size(batch_size)
     size, channels = model.config["image_size"], model.config["channels"]
     images = transforms.as_float(images, "inpainting")
     if images.dim() != 4 or images.shape[1:] != (channels, size, size) or not len(images):

@@ -12,7 +12,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel, keeps_mode, models_with
+from pixgen.models.base import PixgenModel, check_batch_size, keeps_mode, models_with
 from pixgen.utils.images import make_grid, save_grid
 
 METHODS = ("slerp", "lerp")
@@ -122,8 +122,7 @@ def interpolate(model: PixgenModel, *, n: int = 8, method: str = "slerp", rows: 
     decode = model.decode  # type: ignore[attr-defined]
     if images is not None and "clip" in inspect.signature(decode).parameters:
         kw["clip"] = False  # diffusion: decode inverted latents back to their images
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}")
+    check_batch_size(batch_size)
     parts = []
     for i in range(0, len(z), batch_size):
         part_kw = {k: v[i:i + batch_size] if k == "labels" else v for k, v in kw.items()}

@@ -14,7 +14,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel, keeps_mode
+from pixgen.models.base import PixgenModel, check_batch_size, keeps_mode
 from pixgen.utils.images import save_grid
 
 METHODS = ("auto", "latent", "pca", "tsne")
@@ -30,6 +30,7 @@ def encode_images(model: PixgenModel, images: torch.Tensor, *,
     class-conditional model encodes each image with its class (``labels``)."""
     model.require("latent", "a latent map")
     model.require("encode", "a latent map")
+    check_batch_size(batch_size)
     model.eval()
     x = transforms.as_float(images, "encoding")
     out = []

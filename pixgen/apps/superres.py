@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from pixgen.apps.translate import output_paths, read_inputs
+from pixgen.apps.translate import describe_sizes, input_sizes, output_paths, read_inputs
 from pixgen.data import transforms
 from pixgen.errors import ConfigError
-from pixgen.models.base import PixgenModel, keeps_mode
+from pixgen.models.base import PixgenModel, check_batch_size, keeps_mode
 from pixgen.utils.images import make_grid, save_image
 
 GRID_NAME = "superres.png"
@@ -34,6 +34,7 @@ def superres(model: PixgenModel, low_res: torch.Tensor, *, seed: int | None = 0,
         float (N, C, h * scale, w * scale) in [-1, 1] on the CPU.
     """
     model.require("superres", "super-resolution")
+    check_batch_size(batch_size)
     low_res = transforms.as_float(low_res, "super-resolution")
     if low_res.dim() != 4 or low_res.shape[1] != model.config["channels"] or not len(low_res):
         raise ConfigError(f"the model takes (N, {model.config['channels']}, h, w) images, "
@@ -89,24 +90,12 @@ def _warn_resized(inputs: str | Path, rel: list[Path], side: int, evaluate: bool
     to it, so the output is not an upscaling of the image as it was."""
     import warnings
 
-    from PIL import Image
-
-    src = Path(inputs).expanduser()
-    sizes: dict[tuple[int, int], int] = {}
-    for r in rel:
-        try:
-            with Image.open(src / r if src.is_dir() else src) as img:
-                if img.size != (side, side):
-                    sizes[img.size] = sizes.get(img.size, 0) + 1
-        except OSError:
-            continue
+    sizes = {wh: n for wh, n in input_sizes(inputs, rel).items() if wh != (side, side)}
     if sizes:
-        seen = ", ".join(f"{w}x{h}" for w, h in list(sizes)[:3]) + (", ..." if len(sizes) > 3
-                                                                  else "")
         role = ("high-resolution originals (--eval)" if evaluate
                 else "low-resolution inputs")
-        warnings.warn(f"{sum(sizes.values())} input(s) ({seen}) were resized and centre-cropped "
-                      f"to {side}x{side}, the model's size for {role}: its output is not an "
+        warnings.warn(f"{describe_sizes(sizes)} were resized and centre-cropped to "
+                      f"{side}x{side}, the model's size for {role}: its output is not an "
                       f"upscaling of the image as it was", stacklevel=3)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from pixgen.data import transforms
 from pixgen.data.folder import decode_images, scan_images
 from pixgen.errors import ConfigError, DataError
-from pixgen.models.base import PixgenModel, keeps_mode
+from pixgen.models.base import PixgenModel, check_batch_size, keeps_mode
 from pixgen.utils.images import make_grid, save_image
 
 GRID_NAME = "translations.png"
@@ -31,6 +32,29 @@ def read_inputs(path: str | Path, *, image_size: int, channels: int, flag: str =
         raise DataError(f"{flag} {path} does not exist")
     images = decode_images(files, size=image_size)
     return transforms.to_channels(images, channels), rel
+
+
+def input_sizes(inputs: str | Path, rel: list[Path]) -> dict[tuple[int, int], int]:
+    """How many of the inputs (``rel``: paths relative to ``inputs``, as read_inputs gives)
+    have each (width, height), read from the files' headers."""
+    from PIL import Image
+
+    src = Path(inputs).expanduser()
+    sizes: dict[tuple[int, int], int] = {}
+    for r in rel:
+        try:
+            with Image.open(src / r if src.is_dir() else src) as img:
+                sizes[img.size] = sizes.get(img.size, 0) + 1
+        except OSError:
+            continue
+    return sizes
+
+
+def describe_sizes(sizes: dict[tuple[int, int], int]) -> str:
+    """'N input(s) (WxH, WxH, ...)' for a warning."""
+    seen = ", ".join(f"{w}x{h}" for w, h in list(sizes)[:3]) + (", ..." if len(sizes) > 3
+                                                              else "")
+    return f"{sum(sizes.values())} input(s) ({seen})"
 
 
 def output_paths(names: list[Path], out: str | Path, *, grid: str,
@@ -79,6 +103,7 @@ def translate(model: PixgenModel, images: torch.Tensor, *, direction: str = "Ato
         float images in [-1, 1] on the CPU.
     """
     model.require("translate", "translation")
+    check_batch_size(batch_size)
     size, channels = model.config["image_size"], model.config["channels"]
     images = transforms.as_float(images, "translation")
     if images.dim() != 4 or images.shape[1:] != (channels, size, size) or not len(images):
@@ -98,9 +123,14 @@ def translate_files(model: PixgenModel, inputs: str | Path, out: str | Path, *,
         The paths written, the grid last.
     """
     model.require("translate", "translation")
-    images, rel = read_inputs(inputs, image_size=model.config["image_size"],
-                              channels=model.config["channels"])
+    size = model.config["image_size"]
+    images, rel = read_inputs(inputs, image_size=size, channels=model.config["channels"])
     paths = output_paths(rel, out, grid=GRID_NAME, inputs=inputs)
+    oblong = {wh: n for wh, n in input_sizes(inputs, rel).items() if wh[0] != wh[1]}
+    if oblong:
+        warnings.warn(f"{describe_sizes(oblong)} are not square: each was centre-cropped to a "
+                      f"square before resizing to {size}x{size}, the model's size, so its "
+                      f"edges are not in the translation", stacklevel=2)
     outputs = translate(model, images, direction=direction, batch_size=batch_size)
     out = Path(out).expanduser()
     written = [save_image(img, path) for img, path in zip(outputs, paths)]

@@ -24,6 +24,7 @@ from pixgen.data.transforms import to_float, to_uint8
 from pixgen.errors import ConfigError, NonFiniteSamples
 from pixgen.eval import metrics as M
 from pixgen.eval.features import FeatureExtractor, get_extractor
+from pixgen.models.base import check_batch_size
 from pixgen.train import checkpoint as ckpt
 
 EVAL_JSON = "eval.json"
@@ -128,6 +129,7 @@ def mean_bits_per_dim(model: Any, images: torch.Tensor, *, batch_size: int = 256
     Estimates that sample (the ELBO, IWAE, dequantisation) use a fixed seed, so the figure is
     reproducible; the caller's random state is left as it was. ``kwargs`` go to the model's
     ``nll_bits_per_dim`` (e.g. ``k`` importance samples for a VAE)."""
+    check_batch_size(batch_size)
     total, count = 0.0, 0
     devices = [device] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -179,6 +181,7 @@ def evaluate_run(run: str | Path, *, n: int = 10000, features: str = "classifier
 
     if n < MIN_IMAGES:
         raise ConfigError(f"--n must be at least {MIN_IMAGES}, not {n}")
+    check_batch_size(batch_size)
     t0 = time.perf_counter()
     model = pixgen.load(run, device=device)
     meta = model.meta

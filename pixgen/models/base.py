@@ -182,6 +182,15 @@ def check_temperature(temperature: float) -> float:
     return temperature
 
 
+def check_batch_size(batch_size: int) -> int:
+    """Images per forward pass: a whole number, 1 or more (0 was a ``range()`` or
+    ``split`` traceback from deep inside a loop)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number of at least 1, not "
+                          f"{batch_size!r}")
+    return batch_size
+
+
 def randn(*shape: int, generator: torch.Generator | None = None,
           device: torch.device | str | None = None) -> torch.Tensor:
     """Standard normal noise; drawn on the generator's device and moved, so a seeded CPU

@@ -152,6 +152,27 @@ def test_output_files_never_overwrite_each_other_or_the_inputs(tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "sr").iterdir()} == before
 
 
+def test_translate_says_when_it_crops_oblong_inputs(tmp_path):
+    """A wide photo lost its sides to the centre crop without a word (superres warned)."""
+    from PIL import Image
+
+    model = build("cyclegan")
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(src / "wide.png")
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(src / "square.png")
+    with pytest.warns(UserWarning, match=r"1 input\(s\) \(40x20\) are not square: each was "
+                                         r"centre-cropped to a square before resizing to "
+                                         r"16x16"):
+        written = pixgen.translate_files(model, src, tmp_path / "out")
+    assert len(written) == 3
+    (src / "wide.png").unlink()
+    import warnings
+    with warnings.catch_warnings():  # square inputs of any size are only resized: no word
+        warnings.simplefilter("error")
+        pixgen.translate_files(model, src, tmp_path / "out2")
+
+
 # -- the caller's model and options -----------------------------------------------------
 def test_api_calls_give_the_model_back_in_its_mode():
     model = build("vae")
@@ -187,6 +208,30 @@ def test_eta_with_the_ddpm_sampler_is_refused():
     model = build("diffusion")
     with pytest.raises(ConfigError, match="the ddpm sampler always takes the full noise"):
         pixgen.generate(model, 1, sampler="ddpm", eta=0.5, steps=2)
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5])
+def test_a_batch_size_below_one_is_refused_by_every_api_call(bad):
+    """It was a range() or split() traceback from inside the batch loops."""
+    from pixgen.apps.latent_map import encode_images
+    from pixgen.eval.evaluate import mean_bits_per_dim
+
+    x = uint8_images(2)
+    calls = {
+        "generate": lambda: pixgen.generate(build("dcgan"), 2, batch_size=bad),
+        "interpolate": lambda: pixgen.interpolate(build("vae"), n=3, rows=1, batch_size=bad),
+        "inpaint": lambda: pixgen.inpaint(build("vae"), x, "center", batch_size=bad),
+        "translate": lambda: pixgen.translate(build("cyclegan"), x, batch_size=bad),
+        "superres": lambda: pixgen.superres(build("srresnet", scale=2), x[..., :8, :8],
+                                            batch_size=bad),
+        "encode": lambda: encode_images(build("vae"), x, batch_size=bad),
+        "bits/dim": lambda: mean_bits_per_dim(build("pixelcnn"), x, batch_size=bad),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ConfigError, match=f"batch_size must be a whole number of at least "
+                                              f"1, not {bad}"):
+            call()
+            pytest.fail(f"{name} took batch_size={bad}")
 
 
 def test_sampling_options_that_do_not_exist_are_refused():
