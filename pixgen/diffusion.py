@@ -221,8 +221,10 @@ class GaussianDiffusion:
                          ) -> torch.Tensor:
         """One step of DDIM inversion, x_s -> x_t for t > s: the deterministic DDIM update
         (eta = 0) run forwards, with x_0 and eps predicted at the lower level s (the usual
-        approximation: the exact update would need them at t; Song et al. 2021, sec. 4.3)."""
-        x0, eps = self.split(x_s, s, out)
+        approximation: the exact update would need them at t; Song et al. 2021, sec. 4.3).
+        s = -1 is the clean image, the mirror of sampling's last step: x_0 is x_s itself,
+        and eps the network's output at level 0, its lowest."""
+        x0, eps = (x_s, self.split(x_s, 0, out)[1]) if s < 0 else self.split(x_s, s, out)
         a_t = self._ab(t)
         return self._like(a_t.sqrt(), x_s) * x0 + self._like((1 - a_t).sqrt(), x_s) * eps
 

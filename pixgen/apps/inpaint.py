@@ -138,7 +138,8 @@ def inpaint(model: PixgenModel, images: torch.Tensor, mask: str | Path | torch.T
         images: uint8 [0, 255] or float [-1, 1] (N, C, H, W) at the model's size.
         mask: a built-in mask name, a PNG path, or a bool tensor (True = fill).
         seed: seed of the sampling noise (None: nondeterministic).
-        batch_size: images per batch.
+        batch_size: images per batch; part of what the seed reproduces, as for
+            :func:`pixgen.generate` (the noise is drawn batch by batch).
         **kwargs: passed to the model's ``inpaint`` (e.g. ``steps``, ``resample``;
             ``labels``, one per image, for class-conditional models).
 

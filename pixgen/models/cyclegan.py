@@ -10,7 +10,6 @@ learning rate is constant for the first half of training and then decays linearl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -180,9 +179,12 @@ class CycleGAN(PixgenModel):
                               ">= 0")
         blocks = n_blocks if n_blocks is not None else (9 if image_size >= 256 else 6)
         layers = disc_layers if disc_layers is not None else auto_disc_layers(image_size)
-        if layers < 1 or image_size // 2**layers < 2:
+        # after the stride-2 layers a side s, then 4x4 convolutions of stride 1 leave s - 1
+        # (instance-normalised: at least 2) and s - 2 (the patch scores: at least 1)
+        if layers < 1 or image_size // 2**layers < 3:
+            most = max(k for k in range(1, image_size) if image_size // 2**k >= 3)
             raise ConfigError(f"cyclegan's disc_layers={layers} does not fit {image_size} px "
-                              f"images; use 1 to {int(math.log2(image_size)) - 1}")
+                              f"images; use 1 to {most}")
         self.gen_ab = ResnetGenerator(channels=channels, width=width, n_blocks=blocks)
         self.gen_ba = ResnetGenerator(channels=channels, width=width, n_blocks=blocks)
         self.disc_a = PatchDiscriminator(channels=channels, width=width, n_layers=layers)

@@ -5,6 +5,7 @@ network in pixgen.nn.unet; this module ties them to the model contract."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -104,7 +105,7 @@ class DiffusionCore:
     def resolve_guidance(self, labels: torch.Tensor | None, guidance: float | None) -> float:
         if guidance is None:
             return DEFAULT_GUIDANCE if labels is not None and self.cond_drop > 0 else 1.0
-        if guidance < 0:
+        if not (math.isfinite(guidance) and guidance >= 0):
             raise ConfigError(f"guidance must be >= 0 (1 = no guidance), not {guidance}")
         if guidance != 1.0 and labels is None:
             raise ConfigError("guidance needs class labels (--labels; or --per-class when "
@@ -258,7 +259,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
             raise ConfigError(f"noise must have shape {shape}, not {tuple(noise.shape)}")
         else:
             self._need_labels(labels, "decoding a latent")
-            x = noise.to(self.device)
+            x = noise.to(self.device, torch.float32)
         if labels is None and self.num_classes and not self.cond_drop:
             # never trained unconditionally: the null class's embedding is untrained
             labels = randint(self.num_classes, n, generator=generator, device=self.device)
@@ -288,7 +289,9 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         class-conditional model without labels uses its unconditional mode).
 
         ``clip`` clips each step's predicted x_0 to the data range, as sampling does, so a
-        seed decodes to the image ``sample`` draws from it. Latents from :meth:`encode`
+        seed's noise decodes to the image ``sample`` draws from it with DDIM and eta 0 (not
+        with the model's default ``sample_eta`` if that is above 0, whose steps add fresh
+        noise). Latents from :meth:`encode`
         decode back to their images with ``clip=False``: inversion never clips, and
         clipping would bend the path back (interpolation between images uses it)."""
         if clip:
@@ -314,10 +317,13 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         x = self.input_images(images, "DDIM inversion")
         labels = self.check_labels(len(images), labels)
         self._need_labels(labels, "DDIM inversion")
-        ts = sampling_timesteps(self.process.timesteps, steps or self.sample_steps)[::-1]
+        steps, _, _ = self.sampling_defaults(steps, "ddim", 0.0)
+        ts = sampling_timesteps(self.process.timesteps, steps)[::-1]
         for i in _progress(range(len(ts)), progress, "ddim inversion"):
-            s = ts[max(i - 1, 0)]  # the clean image counts as the lowest level
-            x = self.process.ddim_invert_step(x, self.predict(x, s, labels=labels), s, ts[i])
+            # the first step leaves the clean image (-1), as decoding's last step reaches it
+            s = ts[i - 1] if i else -1
+            out = self.predict(x, max(s, 0), labels=labels)
+            x = self.process.ddim_invert_step(x, out, s, ts[i])
         return x
 
     # -- likelihood ---------------------------------------------------------------------

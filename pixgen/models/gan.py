@@ -187,7 +187,9 @@ class GAN(LatentInpainting, GenerativeModel):
         if self.loss == "wgan-gp":
             # Gulrajani et al. (2017), eq. 3: (||grad D(x_hat)|| - 1)^2 on random interpolates.
             eps = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
-            x_hat = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
+            # under autocast the generator's output is bf16 and the real images fp32
+            x_hat = torch.lerp(fake.detach().to(real.dtype), real.detach(), eps
+                               ).requires_grad_(True)
             norm = input_gradient_norm2(self.critic(x_hat, labels), x_hat).add(1e-12).sqrt()
             gp = (norm - 1).square().mean()
             d_loss = d_loss + GP_WEIGHT * gp

@@ -63,11 +63,14 @@ class ResBlock(nn.Module):
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the pixels of a feature map, residual, with a
-    zero-initialised output projection."""
+    zero-initialised output projection. Heads of about ``head_dim`` channels: channels //
+    head_dim of them, or the nearest smaller count that divides the channels (a width such
+    as 100 gives 200 channels: 5 heads of 40)."""
 
     def __init__(self, channels: int, *, head_dim: int = 32) -> None:
         super().__init__()
-        self.heads = max(1, channels // head_dim)
+        self.heads = next(h for h in range(max(1, channels // head_dim), 0, -1)
+                          if channels % h == 0)
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
@@ -131,9 +134,11 @@ class UNet(nn.Module):
                  dropout: float = 0.1, num_classes: int = 0) -> None:
         super().__init__()
         levels = len(channel_mult)
-        if levels < 1 or res_blocks < 1 or width < 1:
-            raise ConfigError("the U-Net needs at least one level, one residual block per "
-                              "level and a positive width")
+        if levels < 1 or res_blocks < 1 or width < 1 or min(channel_mult, default=1) < 1:
+            raise ConfigError(f"the U-Net needs at least one level, one residual block per "
+                              f"level, a positive width and multipliers of 1 or more "
+                              f"(channel_mult {tuple(channel_mult)}, res_blocks {res_blocks}, "
+                              f"width {width})")
         if image_size % 2 ** (levels - 1):
             raise ConfigError(f"a U-Net with {levels} levels needs an image size divisible by "
                               f"{2 ** (levels - 1)}, not {image_size}; set --image-size or "

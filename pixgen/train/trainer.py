@@ -398,6 +398,13 @@ class Trainer:
                 raise ConfigError(f"{source} {model_args[key]}, but the data is "
                                   f"{implied[key]}: give {flag} {model_args[key]} to read the "
                                   f"data that way, or leave model.{key} out")
+        given, found = model_args.get("num_classes"), implied.get("num_classes")
+        if given and found and given < found:  # labels past the embeddings: an IndexError
+            source = (f"the run --from {cfg.train.init_from} has {given} classes"
+                      if cfg.train.init_from else f"model.num_classes is {given}")
+            raise ConfigError(f"{source}, but the data has {found} (labels 0 to {found - 1}): "
+                              f"leave model.num_classes out, or train on data with at most "
+                              f"{given} classes")
         torch.manual_seed(cfg.seed)
         self.model: PixgenModel = model_cls(**{**implied, **model_args}).to(self.device)
         # Convolutions run faster on channels-last tensors with cuDNN (tensor cores); on a

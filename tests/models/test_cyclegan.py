@@ -33,6 +33,15 @@ def test_patchgan_is_scaled_to_the_image():
         CycleGAN(image_size=30)
     with pytest.raises(ConfigError, match="disc_layers=5"):
         CycleGAN(image_size=16, disc_layers=5)
+    # a side of 2 after the stride-2 layers left a 1x1 map for instance norm: a ValueError on
+    # the first step; the deepest that fits runs
+    for size, most in [(8, 1), (12, 2), (16, 2), (20, 2), (24, 3), (32, 3)]:
+        with pytest.raises(ConfigError, match=f"disc_layers={most + 1} does not fit {size} px "
+                                              f"images; use 1 to {most}$"):
+            CycleGAN(image_size=size, disc_layers=most + 1)
+        model = CycleGAN(image_size=size, channels=1, width=4, n_blocks=1, disc_layers=most)
+        out = model.train().disc_a(torch.zeros(2, 1, size, size))
+        assert out.shape[-1] >= 1
 
 
 def test_pool_returns_history_after_it_fills():
@@ -137,15 +146,18 @@ def test_translate_cli_and_api(unpaired_dir, tmp_path, capsys):
     run = tmp_path / "run"
     _train(run, 2, data=f"unpaired:{unpaired_dir}")
     out = tmp_path / "out"
-    assert main(["translate", str(run), "--input", str(unpaired_dir / "testA"), "--out",
-                 str(out), "--no-progress"]) == 0
+    with pytest.warns(UserWarning, match=r"5 input\(s\) \(24x20\) are not square"):
+        assert main(["translate", str(run), "--input", str(unpaired_dir / "testA"), "--out",
+                     str(out), "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == \
         ["img0.png", "img1.png", "img2.png", "img3.png", "img4.png", "translations.png"]
     assert Image.open(out / "img0.png").size == (16, 16)
     assert "translated 5 image(s) AtoB" in capsys.readouterr().out
     single = tmp_path / "one"
-    assert main(["translate", str(run), "--input", str(unpaired_dir / "testB" / "img1.png"),
-                 "--direction", "BtoA", "--out", str(single)]) == 0
+    with pytest.warns(UserWarning, match=r"1 input\(s\) \(24x20\) are not square"):
+        assert main(["translate", str(run), "--input",
+                     str(unpaired_dir / "testB" / "img1.png"), "--direction", "BtoA", "--out",
+                     str(single)]) == 0
     assert (single / "img1.png").exists()
     assert main(["sample", str(run), "--out", str(tmp_path / "s.png")]) == 2
     assert "translates images instead: `pixgen translate" in capsys.readouterr().err

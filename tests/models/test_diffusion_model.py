@@ -77,6 +77,10 @@ def test_guidance_errors():
         model.sample(1, sampler="euler")
     with pytest.raises(ConfigError, match="between 1 and"):
         model.sample(1, steps=0)
+    with pytest.raises(ConfigError, match="between 1 and"):  # it was taken as the default
+        model.encode(torch.zeros(1, 1, 8, 8), labels=torch.tensor([0]), steps=0)
+    with pytest.raises(ConfigError, match=">= 0"):  # NaN images came back
+        model.sample(2, labels=torch.tensor([0, 1]), guidance=float("nan"))
 
 
 @pytest.mark.parametrize("mask_kind", ["center", "left"])
@@ -181,6 +185,41 @@ def test_model_validation():
         Diffusion(image_size=8, num_classes=2, cond_drop=1.0)
     with pytest.raises(ConfigError, match="scale must be 2 or 4"):
         DiffusionSR(image_size=16, scale=3)
+    with pytest.raises(ConfigError, match=r"multipliers of 1 or more \(channel_mult \(0,\)"):
+        Diffusion(image_size=8, channel_mult=(0,))
+
+
+def test_a_width_that_is_no_multiple_of_the_head_size_trains_and_samples():
+    """Attention split its channels into channels // 32 heads, which must divide them: width
+    100 (200 channels) was a reshape traceback on the first step."""
+    from pixgen.nn.unet import SelfAttention
+
+    assert [SelfAttention(c).heads for c in (16, 64, 96, 100, 200, 65)] == [1, 2, 3, 2, 5, 1]
+    model = Diffusion(image_size=8, channels=1, width=100, channel_mult=(1, 2), res_blocks=1,
+                      timesteps=20, sample_steps=2)
+    batch = pixgen.models.base.Batch(torch.rand(2, 1, 8, 8) * 2 - 1)
+    for _, loss, _ in model.training_losses(batch, 0):
+        loss.backward()
+    assert model.eval().sample(2).shape == (2, 1, 8, 8)
+
+
+def test_ddim_inversion_leaves_the_clean_image_as_decoding_reaches_it():
+    """Its first step went from level 0 to level 0 (a network call that changed nothing), so
+    decoding's last step, level 0 -> clean, was never mirrored. With a denoiser whose noise
+    estimate does not depend on x_t, inversion is exact step by step, and decoding must give
+    the image back."""
+    model = Diffusion(image_size=8, channels=1, **{**TINY, "timesteps": 50}).eval()
+    model.net.forward = lambda inp, t, labels=None: torch.full_like(inp, 0.7)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    for steps in (1, 5):
+        z = model.encode(x, steps=steps)
+        torch.testing.assert_close(model.decode(z, steps=steps, clip=False), x, atol=1e-5,
+                                   rtol=0)
+    z = model.encode(x, steps=5)
+    # float64 latents (numpy's default) decode as float32 ones do, with or without clipping
+    for clip in (True, False):
+        assert torch.equal(model.decode(z.double(), steps=5, clip=clip),
+                           model.decode(z, steps=5, clip=clip))
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])

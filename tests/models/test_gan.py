@@ -180,6 +180,33 @@ def test_cgan_samples_follow_labels_and_refuse_bad_ones():
         model.sample(1, labels=torch.tensor([3]))
 
 
+def test_a_cgan_with_fewer_classes_than_the_data_is_refused(tmp_path):
+    """Digits' labels 3 to 9 went past a 3-class cgan's embeddings: an IndexError."""
+    with pytest.raises(ConfigError, match=r"model.num_classes is 3, but the data has 10 "
+                                          r"\(labels 0 to 9\)"):
+        pixgen.train("cgan", data="digits", steps=1, batch_size=8, image_size=16,
+                     out=tmp_path / "r", overrides=tiny_overrides(), progress=False,
+                     num_classes=3, **TINY_MODEL_ARGS["cgan"])
+    assert not (tmp_path / "r").exists()
+    model = pixgen.train("cgan", data="digits", steps=1, batch_size=8, image_size=16,
+                         out=tmp_path / "more", overrides=tiny_overrides(), progress=False,
+                         num_classes=12, **TINY_MODEL_ARGS["cgan"])  # more is fine
+    assert model.config["num_classes"] == 12
+
+
+@pytest.mark.parametrize("name", ["gan-mlp", "dcgan", "cgan"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_every_loss_trains_under_bf16_autocast(name, loss, tmp_path):
+    """wgan-gp's interpolates mixed the generator's bf16 output with fp32 real images: a
+    dtype error on the first step under autocast, which is the default on CUDA."""
+    model = pixgen.train(name, data="digits", steps=2, batch_size=8, image_size=16,
+                         out=tmp_path / "r", progress=False, loss=loss,
+                         overrides=tiny_overrides(**{"train.precision": "bf16"}),
+                         **TINY_MODEL_ARGS[name])
+    assert torch.isfinite(model.sample(2, labels=torch.tensor([0, 1]) if name == "cgan"
+                                       else None)).all()
+
+
 def test_cgan_needs_labelled_data(tmp_path):
     with pytest.raises(DataError, match="needs labelled data"):
         pixgen.train("cgan", data="shapes-ab", steps=1, batch_size=8, image_size=16,
