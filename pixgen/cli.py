@@ -50,6 +50,9 @@ def _add_diffusion_options(p: argparse.ArgumentParser, *, guidance: bool) -> Non
     g.add_argument("--eta", type=_finite_float, default=None,
                    help="DDIM noise: 0 deterministic, 1 as much as DDPM (default: the "
                    "model's sample_eta, 1)")
+    g.add_argument("--spacing", default=None, choices=("leading", "trailing"),
+                   help="the timesteps of a --steps run: leading (0, k, 2k, ...; DDIM's) or "
+                   "trailing (from T-1 down; better for few steps) (default: leading)")
     if guidance:
         g.add_argument("--guidance", type=_finite_float, default=None, metavar="W",
                        help="classifier-free guidance for class-conditional models: 1 = none, "
@@ -99,7 +102,7 @@ def _sampling_kwargs(args: argparse.Namespace, method: Any, what: str) -> dict[s
     import inspect
 
     flags = {"temperature": "--temperature", "steps": "--steps", "sampler": "--sampler",
-             "eta": "--eta", "guidance": "--guidance", "jump": "--jump",
+             "eta": "--eta", "spacing": "--spacing", "guidance": "--guidance", "jump": "--jump",
              "resample": "--resample", "restarts": "--restarts", "candidates": "--candidates"}
     params = inspect.signature(method).parameters
     kwargs = {}

@@ -248,7 +248,7 @@ def _likelihood_flags(result: dict[str, Any]) -> str:
 
 #: The sampler options `pixgen eval` and `pixgen sample` take, with their flags.
 SAMPLING_FLAGS = {"temperature": "--temperature", "steps": "--steps", "sampler": "--sampler",
-                  "eta": "--eta", "guidance": "--guidance"}
+                  "eta": "--eta", "spacing": "--spacing", "guidance": "--guidance"}
 
 
 def sampling_options(model: Any, given: dict[str, Any], labels: torch.Tensor | None

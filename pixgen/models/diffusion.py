@@ -6,6 +6,7 @@ network in pixgen.nn.unet; this module ties them to the model contract."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,6 +25,10 @@ from pixgen.registry import MODELS
 SAMPLERS = ("ddim", "ddpm")
 #: Guidance used when a class-conditional model is sampled with labels and no ``guidance``.
 DEFAULT_GUIDANCE = 2.0
+#: Sampling from pure noise warns when its first timestep keeps more of the images' signal
+#: (sqrt of alpha-bar) than this: with leading spacing and few steps (1 step: t = 0) the
+#: sampler treats pure noise as a nearly clean image.
+LATE_START_SIGNAL = 0.2
 
 
 def _progress(steps: Sequence[int], show: bool, desc: str) -> Any:
@@ -123,11 +128,18 @@ class DiffusionCore:
                 progress: bool = False, clip: bool = True) -> torch.Tensor:
         """Run the reverse process from x = x_{T-1} (pure noise) to x_0 with ``steps``
         network evaluations (twice as many images per evaluation when guided); ``clip=False``
-        skips DDIM's x_0 clipping."""
+        skips DDIM's x_0 clipping (and starts from a DDIM-inverted latent, not from noise)."""
         check_choice(sampler, SAMPLERS, "sampler")
         if eta < 0:
             raise ConfigError(f"eta must be >= 0, not {eta}")
         ts = sampling_timesteps(self.process.timesteps, steps, spacing)
+        signal = float(self.process._ab(ts[0]).sqrt())
+        if clip and signal > LATE_START_SIGNAL:
+            warnings.warn(f"sampling starts from pure noise, but the first of {steps} "
+                          f"{spacing} timestep(s) is t={ts[0]} of {self.process.timesteps}, "
+                          f"where images keep {signal:.0%} of their signal, so the results "
+                          f"stay noisy: use --spacing trailing (spacing=\"trailing\"), or more "
+                          f"--steps", stacklevel=4)
         for i in _progress(range(len(ts)), progress, sampler):
             t, prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
             out = self.predict(x, t, labels=labels, guidance=guidance, cond=cond)

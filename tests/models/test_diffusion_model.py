@@ -203,6 +203,25 @@ def test_a_width_that_is_no_multiple_of_the_head_size_trains_and_samples():
     assert model.eval().sample(2).shape == (2, 1, 8, 8)
 
 
+def test_a_sampler_that_would_start_late_says_so_and_trailing_spacing_does_not():
+    """One leading step is t = 0: pure noise taken for a nearly clean image, returned as the
+    'sample' without a word (std 1.004 against the data's 0.5, in the review's check)."""
+    import warnings
+
+    model, targets = oracle_model(num_classes=0, timesteps=1000)
+    with pytest.warns(UserWarning, match=r"first of 1 leading timestep\(s\) is t=0 of 1000, "
+                                         r"where images keep 100% of their signal"):
+        noisy = model.sample(2, steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = model.sample(2, steps=1, spacing="trailing")
+        model.sample(2, steps=50)  # leading from t=980: no word
+        model.decode(model.encode(targets[:1], steps=1), steps=1, clip=False)  # a latent
+    # (an exact denoiser lands on the data either way; a trained one does not from t = 0)
+    for x in (noisy, good):
+        torch.testing.assert_close(x, targets[-1].expand(2, 1, 8, 8), atol=1e-3, rtol=0)
+
+
 def test_ddim_inversion_leaves_the_clean_image_as_decoding_reaches_it():
     """Its first step went from level 0 to level 0 (a network call that changed nothing), so
     decoding's last step, level 0 -> clean, was never mirrored. With a denoiser whose noise
@@ -260,6 +279,9 @@ def test_train_sample_inpaint_and_superres_end_to_end(tmp_path, capsys):
     assert main(["sample", str(run), "--n", "2", "--temperature", "0.5",
                  "--out", str(tmp_path / "t.png")]) == 2
     assert "--temperature: this model (diffusion) does not take it" in capsys.readouterr().err
+    assert main(["sample", str(run), "--n", "2", "--steps", "1", "--spacing", "trailing",
+                 "--out", str(tmp_path / "one.npz"), "--no-progress"]) == 0
+    assert "pure noise" not in capsys.readouterr().err  # trailing starts at T-1
     assert main(["inpaint", str(run), "--image", "digits", "--n", "3", "--mask", "strokes",
                  "--steps", "4", "--jump", "2", "--resample", "2", "--labels", "1",
                  "--out", str(tmp_path / "inp"), "--no-progress"]) == 0
