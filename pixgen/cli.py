@@ -315,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--image face.png --mask mask.png --out filled/")
     p.add_argument("run", help="run directory of a model that can inpaint")
     p.add_argument("--image", required=True, metavar="IMAGE_OR_DIR_OR_DATASET",
-                   help="an image file, a folder of images, or a dataset name (its first --n "
-                   "test images)")
+                   help="an image file, a folder of images, or a dataset name (--n of its "
+                   "test images, taken class by class in turn)")
     p.add_argument("--mask", default="center", metavar="MASK",
                    help="center, left, strokes, or a mask PNG, white = fill (default: center)")
     p.add_argument("--n", type=int, default=8, help="images taken from a dataset (default: 8)")
@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class per row for class-conditional models (default: 0, 1, 2, ...)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="diffusion: DDIM steps (default: the model's sample_steps)")
+    p.add_argument("--spacing", default=None, choices=("leading", "trailing"),
+                   help="diffusion: the DDIM timesteps, leading or trailing (better for few "
+                   "steps) (default: leading)")
     p.add_argument("--gif", action="store_true", help="write an animated GIF (also when "
                    "--out ends in .gif)")
     p.add_argument("--batch-size", type=_positive_int, default=256,

@@ -295,8 +295,8 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None,
-               steps: int | None = None, progress: bool = False, clip: bool = True
-               ) -> torch.Tensor:
+               steps: int | None = None, spacing: str = "leading", progress: bool = False,
+               clip: bool = True) -> torch.Tensor:
         """Images from initial noise ``z`` by deterministic DDIM (eta 0, no guidance; a
         class-conditional model without labels uses its unconditional mode).
 
@@ -308,7 +308,8 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         clipping would bend the path back (interpolation between images uses it)."""
         if clip:
             return self.sample(len(z), labels=labels, noise=z, sampler="ddim", eta=0.0,
-                               steps=steps, guidance=1.0, progress=progress)
+                               steps=steps, spacing=spacing, guidance=1.0, progress=progress)
+        check_choice(spacing, SPACINGS, "timestep spacing")
         labels = self.check_labels(len(z), labels)
         self._need_labels(labels, "decoding a latent")
         shape = (len(z), self.channels, self.image_size, self.image_size)
@@ -316,21 +317,23 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
             raise ConfigError(f"latents must have shape {shape}, not {tuple(z.shape)}")
         steps, _, _ = self.sampling_defaults(steps, "ddim", 0.0)
         x = self.denoise(z.to(self.device).float(), steps=steps, sampler="ddim", eta=0.0,
-                         spacing="leading", labels=labels,
+                         spacing=spacing, labels=labels,
                          guidance=self.resolve_guidance(labels, 1.0), generator=None,
                          progress=progress, clip=False)
         return x.clamp(-1, 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, labels: torch.Tensor | None = None,
-               steps: int | None = None, progress: bool = False) -> torch.Tensor:
-        """The initial noise whose DDIM decoding gives back ``images`` (DDIM inversion with
-        ``steps`` steps, default ``sample_steps``); approximate, closer with more steps."""
+               steps: int | None = None, spacing: str = "leading", progress: bool = False
+               ) -> torch.Tensor:
+        """The initial noise whose DDIM decoding (``decode(z, clip=False)`` with the same
+        ``steps`` and ``spacing``) gives back ``images``: DDIM inversion with ``steps``
+        steps, default ``sample_steps``; approximate, closer with more steps."""
         x = self.input_images(images, "DDIM inversion")
         labels = self.check_labels(len(images), labels)
         self._need_labels(labels, "DDIM inversion")
         steps, _, _ = self.sampling_defaults(steps, "ddim", 0.0)
-        ts = sampling_timesteps(self.process.timesteps, steps)[::-1]
+        ts = sampling_timesteps(self.process.timesteps, steps, spacing)[::-1]
         for i in _progress(range(len(ts)), progress, "ddim inversion"):
             # the first step leaves the clean image (-1), as decoding's last step reaches it
             s = ts[i - 1] if i else -1

@@ -180,7 +180,18 @@ def load_state(path: str | Path) -> dict[str, Any]:
     and plain containers (``weights_only=True``: no code runs)."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            # a bare pickle (pickle.dump, or torch.save's pre-1.6 format), never written by
+            # pixgen: refused unread (torch.load would also warn about its protocol)
+            raise CheckpointError(f"refused to load {path}: it is a bare pickle, not a "
+                                  f"training state written by pixgen (a torch zip archive), "
+                                  f"and a pickle could run code when unpickled; only load "
+                                  f"training states written by pixgen")
         return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except FileNotFoundError:
         raise CheckpointError(f"no training state at {path}; start a new run without "
                               f"--resume") from None

@@ -317,6 +317,9 @@ def test_apps_end_to_end_from_the_cli(tmp_path, capsys, monkeypatch):
         Image.fromarray(np.full((16, 16), 60 * i + 40, np.uint8)).save(tmp_path / f"{i}.png")
     assert main(["interpolate", str(vae), "--images", str(tmp_path / "0.png"),
                  str(tmp_path / "1.png"), "--out", str(tmp_path / "pair.png")]) == 0
+    assert main(["interpolate", str(vae), "--spacing", "trailing", "--out",
+                 str(tmp_path / "sp.png")]) == 2  # a diffusion option
+    assert "--spacing: this model (vae) does not take it" in capsys.readouterr().err
     assert main(["latent-map", str(vae), "--n", "60", "--out", str(tmp_path / "map")]) == 0
     out = capsys.readouterr().out
     assert "5-NN class accuracy" in out and "latent (2-D)" in out
