@@ -258,6 +258,11 @@ class CycleGAN(PixgenModel):
         if images.dim() != 4 or images.shape[1] != channels or not len(images):
             raise ConfigError(f"translation takes (N, {channels}, H, W) images, N >= 1, got "
                               f"{tuple(images.shape)}")
+        if images.shape[2] % 4 or images.shape[3] % 4:  # two stride-2 halvings and back
+            raise ConfigError(f"translation takes sides that are multiples of 4, not "
+                              f"{images.shape[2]}x{images.shape[3]} (the output came back "
+                              f"at another size); resize or crop them first, as "
+                              f"pixgen.apps.translate.read_inputs does")
         net = self.gen_ab if direction == "AtoB" else self.gen_ba
         return net(as_float(images, "translation").to(self.device)).float().clamp(-1, 1)
 

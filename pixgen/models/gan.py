@@ -149,6 +149,9 @@ class GAN(LatentInpainting, GenerativeModel):
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The generator's images (N, C, H, W) in [-1, 1] for noise ``z`` (N, z_dim); a
         class-conditional GAN needs ``labels``. Differentiable in z."""
+        if z.dim() != 2 or z.shape[1] != self.z_dim:
+            raise ConfigError(f"{self.name} decodes latents of shape (N, {self.z_dim}), not "
+                              f"{tuple(z.shape)}")
         labels = self.check_labels(len(z), labels)
         if self.embedding is not None and labels is None:
             raise ConfigError(f"{self.name} is class-conditional: decoding needs labels")

@@ -44,6 +44,15 @@ def test_patchgan_is_scaled_to_the_image():
         assert out.shape[-1] >= 1
 
 
+def test_translate_takes_sides_that_are_multiples_of_four():
+    """30 px came back at 32 px (and 18 at 20) without a word."""
+    model = CycleGAN(image_size=16, channels=1, width=4, n_blocks=1).eval()
+    assert model.translate(torch.zeros(1, 1, 24, 20)).shape == (1, 1, 24, 20)
+    for h, w in [(30, 32), (16, 18)]:
+        with pytest.raises(ConfigError, match=f"multiples of 4, not {h}x{w}"):
+            model.translate(torch.zeros(1, 1, h, w))
+
+
 def test_pool_returns_history_after_it_fills():
     torch.manual_seed(0)
     pool = ImagePool(4, (1, 2, 2))

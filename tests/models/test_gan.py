@@ -207,6 +207,15 @@ def test_every_loss_trains_under_bf16_autocast(name, loss, tmp_path):
                                        else None)).all()
 
 
+def test_decode_refuses_latents_of_another_shape():
+    """A wrong z was a matmul or convolution traceback from inside the generator."""
+    model = DCGAN(image_size=16, channels=1, width=8, z_dim=10)
+    assert model.decode(torch.zeros(2, 10)).shape == (2, 1, 16, 16)
+    for bad in (torch.zeros(2, 12), torch.zeros(10), torch.zeros(2, 10, 1, 1)):
+        with pytest.raises(ConfigError, match=r"decodes latents of shape \(N, 10\), not"):
+            model.decode(bad)
+
+
 def test_cgan_needs_labelled_data(tmp_path):
     with pytest.raises(DataError, match="needs labelled data"):
         pixgen.train("cgan", data="shapes-ab", steps=1, batch_size=8, image_size=16,
