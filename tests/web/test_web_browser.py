@@ -72,15 +72,19 @@ def test_inpaint_an_uploaded_image_with_a_painted_mask(page, server, tmp_path):
     show(page, "Inpaint")
     photo = Image.new("RGB", (128, 128), (20, 20, 20))
     photo.paste((230, 230, 230), (32, 32, 96, 96))
-    photo.save(tmp_path / "upload.png")
     editor = page.locator("#inpaint-editor")
     placeholder = editor.get_by_text("Upload an image")
     placeholder.wait_for(state="visible")  # the tab's components are mounted
+    # The editor ignores a file set before its canvas exists: on a page loaded just before
+    # (this test alone) no upload was ever sent
+    editor.locator("canvas").first.wait_for(state="attached")
     # The upload goes to the server and back before the editor shows it (slow under load).
     # A file set while the freshly shown tab is still settling can be dropped by the
-    # browser, so it is set again if the editor has not taken it.
+    # browser, so it is set again (under a new name) if the editor has not taken it.
     for attempt in range(3):
-        editor.locator("input[type=file]").set_input_files(tmp_path / "upload.png")
+        name = tmp_path / f"upload-{attempt}.png"
+        photo.save(name)
+        editor.locator("input[type=file]").set_input_files(name)
         try:
             placeholder.wait_for(state="hidden", timeout=20_000)
             break
