@@ -133,7 +133,7 @@ class DiffusionCore:
         if eta < 0:
             raise ConfigError(f"eta must be >= 0, not {eta}")
         ts = sampling_timesteps(self.process.timesteps, steps, spacing)
-        signal = float(self.process._ab(ts[0]).sqrt())
+        signal = float(self.process.alpha_bar(ts[0], x).sqrt().flatten()[0])
         if clip and signal > LATE_START_SIGNAL:
             warnings.warn(f"sampling starts from pure noise, but the first of {steps} "
                           f"{spacing} timestep(s) is t={ts[0]} of {self.process.timesteps}, "
@@ -303,9 +303,9 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         ``clip`` clips each step's predicted x_0 to the data range, as sampling does, so a
         seed's noise decodes to the image ``sample`` draws from it with DDIM and eta 0 (not
         with the model's default ``sample_eta`` if that is above 0, whose steps add fresh
-        noise). Latents from :meth:`encode`
-        decode back to their images with ``clip=False``: inversion never clips, and
-        clipping would bend the path back (interpolation between images uses it)."""
+        noise). Latents from :meth:`encode` decode back to their images with ``clip=False``
+        and the same ``steps`` and ``spacing``: inversion never clips, and clipping would
+        bend the path back (interpolation between images uses it)."""
         if clip:
             return self.sample(len(z), labels=labels, noise=z, sampler="ddim", eta=0.0,
                                steps=steps, spacing=spacing, guidance=1.0, progress=progress)

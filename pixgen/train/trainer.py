@@ -50,8 +50,9 @@ RESUME_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX, as oneDNN sees it);
-    elsewhere bf16 autocast on the CPU is emulated and slower than fp32."""
+    """Whether this CPU multiplies bf16 natively: AVX512-BF16 or AMX on x86 (read from torch's
+    CPU feature flags), Arm's BF16 extension elsewhere (oneDNN's check). Without it bf16
+    autocast on the CPU is emulated and slower than fp32."""
     cpu = torch.cpu
     try:
         if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
