@@ -289,6 +289,14 @@ class PixgenModel(nn.Module):
         """Parameters by optimiser group; default: one group "model" with everything."""
         return {"model": [p for p in self.parameters() if p.requires_grad]}
 
+    def ema_parameters(self) -> list[nn.Parameter]:
+        """The parameters that an EMA of the weights (``train.ema_halflife_kimg``) averages.
+        The rest are copied from the live model at each update, as buffers are, so the
+        saved weights hold a GAN's live discriminator, not an average of its past ones
+        (which no training step ever produced). Default: every group but "disc"."""
+        return [p for group, params in self.param_groups().items() if group != "disc"
+                for p in params]
+
     def training_losses(self, batch: Batch, step: int
                         ) -> Iterator[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]:
         raise NotImplementedError

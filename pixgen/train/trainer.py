@@ -89,15 +89,22 @@ def resolve_device(spec: str) -> torch.device:
 class EMA:
     """Exponential moving average of a model's weights, kept as a frozen copy of the model.
 
-    Buffers (e.g. batch-norm statistics) are copied from the live model, not averaged.
+    Only the model's :meth:`~pixgen.models.base.PixgenModel.ema_parameters` are averaged
+    (all but a GAN's discriminator); the other parameters and the buffers (e.g. batch-norm
+    statistics) are copied from the live model.
     """
 
     def __init__(self, model: PixgenModel) -> None:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self._live = [p for p in model.parameters()]
-        self._ema = [p for p in self.model.parameters()]
-        self._live_buffers = [b for b in model.buffers()]
-        self._ema_buffers = [b for b in self.model.buffers()]
+        averaged = {id(p) for p in model.ema_parameters()}
+        live = dict(model.named_parameters())
+        ema = dict(self.model.named_parameters())
+        self._live = [p for n, p in live.items() if id(p) in averaged]
+        self._ema = [ema[n] for n, p in live.items() if id(p) in averaged]
+        self._live_copied = [p for n, p in live.items() if id(p) not in averaged]
+        self._ema_copied = [ema[n] for n, p in live.items() if id(p) not in averaged]
+        self._live_copied += list(model.buffers())
+        self._ema_copied += list(self.model.buffers())
 
     @staticmethod
     def beta(*, halflife_kimg: float, rampup: float, batch_size: int, images_seen: int) -> float:
@@ -109,9 +116,10 @@ class EMA:
 
     @torch.no_grad()
     def update(self, beta: float) -> None:
-        torch._foreach_lerp_(self._ema, self._live, 1.0 - beta)
-        for e, b in zip(self._ema_buffers, self._live_buffers):
-            e.copy_(b)
+        if self._ema:
+            torch._foreach_lerp_(self._ema, self._live, 1.0 - beta)
+        if self._ema_copied:
+            torch._foreach_copy_(self._ema_copied, self._live_copied)
 
 
 class NonFiniteGuard:

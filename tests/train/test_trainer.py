@@ -159,6 +159,27 @@ def test_ema_weights_are_saved_and_differ_from_live(tmp_path):
     assert model.meta["training"]["ema_halflife_kimg"] == 1.0
 
 
+@pytest.mark.parametrize("name", ["dcgan", "cyclegan"])
+def test_ema_averages_the_generators_and_keeps_the_live_discriminator(name, tmp_path):
+    # An average of past discriminators is no discriminator that training produced: the
+    # saved weights (what --from starts from) hold the live one, the generators' average.
+    if name == "cyclegan":
+        model = pixgen.train("cyclegan", data="shapes-ab", steps=4, batch_size=4,
+                             out=tmp_path / "r", image_size=16, progress=False,
+                             overrides=tiny_overrides(**{"train.ema_halflife_kimg": 1.0}),
+                             **TINY_MODEL_ARGS["cyclegan"])
+    else:
+        model = _train(name, tmp_path / "r", 6, overrides={"train.ema_halflife_kimg": 1.0})
+    state = torch.load(tmp_path / "r" / "state.pt", weights_only=True)
+    saved = load_file(tmp_path / "r" / "model.safetensors")
+    groups = {g: {n for n, p in model.named_parameters() if any(p is q for q in ps)}
+              for g, ps in model.param_groups().items()}
+    assert groups["disc"] and groups["gen"]
+    assert all(torch.equal(saved[k], state["model"][k]) for k in groups["disc"])
+    assert all(torch.equal(saved[k], state["ema"][k]) for k in saved)
+    assert any(not torch.equal(saved[k], state["model"][k]) for k in groups["gen"])
+
+
 def test_gradient_accumulation_matches_full_batch(tmp_path):
     # The VAE has no batch-dependent layers: two micro-batches of 8 give the same
     # gradient as one batch of 16 (up to float rounding) once the posterior noise is fixed.
