@@ -353,7 +353,8 @@ _GAN_ARGS_DOC = """
                  "16, 28, 32 or 64 px, 1 or 3 channels")
 class DCGAN(GAN):
     __doc__ = """The DCGAN architecture, with the R1 penalty on by default (r1_gamma=1, chosen by
-    measurement: benchmarks/gan_options.py).
+    measurement: benchmarks/gan_options.py), except with loss=wgan-gp, whose own gradient
+    penalty takes its place (r1_gamma=None picks; give a number to choose).
 
     Args:
         image_size: 16, 28, 32 or 64 (any 4 * 2^k or 7 * 2^k).
@@ -366,9 +367,11 @@ class DCGAN(GAN):
     # and recall of every option on both digits and shapes, for about 1.4x the step time.
     def __init__(self, *, image_size: int = 32, channels: int = 3, z_dim: int = 100,
                  width: int = 64, loss: str = "ns", spectral_norm: bool = False,
-                 r1_gamma: float = 1.0, r1_every: int = 1, augment: str = "",
+                 r1_gamma: float | None = None, r1_every: int = 1, augment: str = "",
                  disc_norm: str = "auto") -> None:
         super().__init__()
+        if r1_gamma is None:
+            r1_gamma = 0.0 if loss == "wgan-gp" else 1.0
         self.z_dim = z_dim
         self.generator = DCGANGenerator(image_size=image_size, channels=channels, in_dim=z_dim,
                                         width=width)

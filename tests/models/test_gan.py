@@ -47,6 +47,17 @@ def test_r1_and_gradient_penalty_are_logged_and_differentiable():
         assert all(p.grad is not None for p in model.discriminator.parameters())
 
 
+def test_dcgan_takes_r1_by_default_but_not_on_top_of_wgan_gp():
+    x = Batch(torch.rand(6, 1, 16, 16) * 2 - 1)
+    for kw, r1 in (({}, 1.0), ({"loss": "wgan-gp"}, 0.0),
+                   ({"loss": "wgan-gp", "r1_gamma": 0.5}, 0.5), ({"r1_gamma": 0.0}, 0.0)):
+        model = DCGAN(image_size=16, channels=1, width=8, z_dim=8, **kw)
+        assert model.r1_gamma == r1
+        assert ("r1" in next(model.training_losses(x, 0))[2]) == (r1 > 0)
+        rebuilt = DCGAN(**model.config)  # what pixgen.load does
+        assert rebuilt.r1_gamma == r1
+
+
 def test_lazy_r1_every_kth_step_with_k_times_the_weight():
     """r1_every=k: the penalty only on steps divisible by k, weighted k * gamma / 2, so the
     discriminator's gradient on those steps is that of an every-step model's loss plus
