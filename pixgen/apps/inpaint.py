@@ -17,7 +17,7 @@ import torch
 
 from pixgen.data import transforms
 from pixgen.errors import ConfigError, DataError
-from pixgen.models.base import PixgenModel, check_batch_size, keeps_mode
+from pixgen.models.base import PixgenModel, as_mask, check_batch_size, keeps_mode
 from pixgen.utils.images import make_grid, mean_fill, save_image  # noqa: F401 - mean_fill: the baseline
 
 BUILTIN_MASKS = {
@@ -94,21 +94,10 @@ def resolve_mask(spec: str | Path | torch.Tensor, size: int, *, n: int = 1, seed
                  ) -> torch.Tensor:
     """A mask from a built-in name, a PNG path or a tensor, as bool (n or 1, 1, size, size).
 
-    A tensor mask is (H, W) or (1, 1, H, W) for every image, or (n, H, W) or (n, 1, H, W),
-    one per image."""
+    A tensor mask is bool or 0/1, (H, W) or (1, 1, H, W) for every image, or (n, H, W) or
+    (n, 1, H, W), one per image (:func:`pixgen.models.base.as_mask`)."""
     if isinstance(spec, torch.Tensor):
-        mask = spec.bool()
-        if mask.dim() == 2:
-            mask = mask[None, None]
-        elif mask.dim() == 3:
-            mask = mask[:, None]
-        if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (size, size):
-            raise ConfigError(f"the mask has shape {tuple(spec.shape)}; give ({size}, {size}) "
-                              f"for every image, or ({n}, {size}, {size}), one per image")
-        if len(mask) not in (1, n):
-            raise ConfigError(f"got {len(mask)} masks for {n} images; give one mask, or one "
-                              f"per image")
-        return mask
+        return as_mask(spec, size, n)
     if str(spec) in BUILTIN_MASKS:
         return builtin_mask(str(spec), size, n=n, seed=seed)
     if not Path(spec).expanduser().exists():

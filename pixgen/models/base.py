@@ -216,6 +216,32 @@ def randint(high: int, n: int, *, generator: torch.Generator | None = None,
     return torch.randint(high, (n,), generator=generator, device=generator.device).to(device)
 
 
+def as_mask(mask: torch.Tensor, size: int, n: int) -> torch.Tensor:
+    """An inpainting mask checked, as bool (1 or n, 1, size, size): True where pixels are
+    to be filled.
+
+    ``mask`` is bool, or numbers that are all 0 (keep) or 1 (fill), of shape (H, W) for every
+    image, (1 or n, H, W) or (1 or n, 1, H, W)."""
+    mask = torch.as_tensor(mask)
+    shape = tuple(mask.shape)
+    if mask.dim() == 3:
+        mask = mask[:, None]
+    elif mask.dim() == 2:
+        mask = mask[None, None]
+    if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (size, size):
+        raise ConfigError(f"the mask has shape {shape}; give ({size}, {size}) for every "
+                          f"image, or ({n}, {size}, {size}), one per image")
+    if len(mask) not in (1, n):
+        raise ConfigError(f"got {len(mask)} masks for {n} images; give one mask, or one "
+                          f"per image")
+    if mask.dtype != torch.bool:
+        if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ConfigError("the mask must be bool, or 0 (keep) and 1 (fill) only; "
+                              "threshold a soft mask first (mask > 0.5)")
+        mask = mask != 0
+    return mask
+
+
 class PixgenModel(nn.Module):
     """Base class of everything the trainer trains and ``pixgen.load`` rebuilds.
 
@@ -454,6 +480,12 @@ class PixgenModel(nn.Module):
 
         self.check_images(images, what)
         return as_float(images, what).to(self.device)
+
+    def input_mask(self, mask: torch.Tensor, n: int) -> torch.Tensor:
+        """An inpainting mask (:func:`as_mask`) for ``n`` images, as bool (n, 1, H, W) on
+        the model's device."""
+        size = self.config["image_size"]
+        return as_mask(mask, size, n).to(self.device).expand(n, 1, size, size)
 
     def check_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Validate requested class labels for conditional sampling."""

@@ -409,8 +409,8 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
 
         Args:
             images: (N, C, H, W) in [-1, 1] at the model's size.
-            mask: bool or {0, 1}, broadcastable to (N, 1, H, W): True where pixels are
-                unknown (to be filled).
+            mask: bool or 0/1 of shape (H, W), (1 or N, H, W) or (1 or N, 1, H, W): True
+                (1) where pixels are unknown (to be filled).
             labels: classes, for a class-conditional model (None: unconditional mode, or
                 random classes for a model trained with ``cond_drop=0``).
             steps: length of the respaced DDPM chain (default: :attr:`inpaint_steps`).
@@ -424,12 +424,11 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
         x0 = self.input_images(images, "inpainting")
-        shape = (self.channels, self.image_size, self.image_size)
         labels = self.check_labels(len(images), labels)
         guidance = self.resolve_guidance(labels, guidance)
         if labels is None and self.num_classes and not self.cond_drop:  # as sample() does
             labels = randint(self.num_classes, len(x0), generator=generator, device=self.device)
-        hole = mask.to(self.device, torch.float32).expand(len(x0), 1, *shape[1:])
+        hole = self.input_mask(mask, len(x0)).float()
         steps = self.inpaint_steps if steps is None else steps
         ts = sampling_timesteps(self.process.timesteps, steps)[::-1]  # increasing
         level_t = [-1] + ts  # level k is timestep ts[k-1]; level 0 is the clean image

@@ -67,8 +67,8 @@ class LatentInpainting(LatentSpace):
 
         Args:
             images: (N, C, H, W) in [-1, 1] at the model's size.
-            mask: bool or {0, 1}, broadcastable to (N, 1, H, W): True where pixels are
-                unknown (to be filled).
+            mask: bool or 0/1 of shape (H, W), (1 or N, H, W) or (1 or N, 1, H, W): True
+                (1) where pixels are unknown (to be filled).
             labels: classes, for a class-conditional model; None tries every class (each
                 with ``restarts`` starts) and keeps the best fit.
             steps: Adam steps.
@@ -87,7 +87,7 @@ class LatentInpainting(LatentSpace):
             raise ConfigError("inpainting needs steps >= 1, restarts >= 1, lr > 0 and "
                               "noise_std > 0")
         n = len(x)
-        hole = mask.to(self.device, torch.float32).expand(n, 1, *x.shape[2:])
+        hole = self.input_mask(mask, n).float()
         known = 1 - hole
         num_classes = self.config.get("num_classes") or 0
         if labels is not None:

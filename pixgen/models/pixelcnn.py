@@ -179,8 +179,8 @@ class PixelCNN(LikelihoodModel):
 
         Args:
             images: (N, C, H, W) in [-1, 1] at the model's size.
-            mask: bool or {0, 1}, broadcastable to (N, 1, H, W): True where pixels are
-                unknown (to be filled).
+            mask: bool or 0/1 of shape (H, W), (1 or N, H, W) or (1 or N, 1, H, W): True
+                (1) where pixels are unknown (to be filled).
             labels: classes, for a class-conditional model; None draws a class per
                 candidate (the most likely candidate's class wins).
             candidates: completions drawn per image.
@@ -192,13 +192,12 @@ class PixelCNN(LikelihoodModel):
             (N, C, H, W) in [-1, 1]; known pixels equal to the input.
         """
         images = self.input_images(images, "inpainting")
-        size = self.image_size
         if candidates < 1:
             raise ConfigError(f"candidates must be at least 1, not {candidates}")
         n, k = len(images), candidates
         labels = self.check_labels(n, labels)
         x = images.repeat_interleave(k, 0)
-        fill = mask.to(self.device).bool().expand(n, 1, size, size).repeat_interleave(k, 0)
+        fill = self.input_mask(mask, n).repeat_interleave(k, 0)
         if labels is not None:
             labels = labels.repeat_interleave(k)
         elif self.num_classes:

@@ -90,3 +90,28 @@ def test_a_mask_of_a_non_square_image_stays_on_its_pixels(tmp_path):
     x = decode_images([tmp_path / "wide.png"], size=20)[0, 0]
     m = load_mask(tmp_path / "wide_mask.png", 20)[0, 0]
     assert torch.equal(m, x > 127)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "vae", "pixelcnn"])
+def test_every_model_level_inpaint_checks_its_mask(name):
+    """Model.inpaint (diffusion's RePaint, the latent search, PixelCNN's completion) takes a
+    mask as pixgen.inpaint does: a wrong shape or a soft mask is one line, not a broadcast
+    traceback or a blend of known and drawn pixels."""
+    from conftest import TINY_MODEL_ARGS
+    from pixgen.registry import MODELS
+
+    model = MODELS.get(name)(image_size=8, channels=1, **TINY_MODEL_ARGS[name]).eval()
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    fast = {"diffusion": {"steps": 2, "jump": 1, "resample": 1}, "vae": {"steps": 2,
+            "restarts": 1}, "pixelcnn": {"candidates": 1}}[name]
+    for bad, match in ((torch.ones(4, 4, dtype=torch.bool), r"shape \(4, 4\); give \(8, 8\)"),
+                       (torch.ones(3, 8, 8, dtype=torch.bool), "got 3 masks for 2 images"),
+                       (torch.ones(2, 3, 8, 8), r"shape \(2, 3, 8, 8\)"),
+                       (torch.full((8, 8), 0.5), "0 \\(keep\\) and 1 \\(fill\\) only")):
+        with pytest.raises(ConfigError, match=match):
+            model.inpaint(x, bad, **fast)
+    left = torch.zeros(8, 8)
+    left[:, :4] = 1  # 0/1 numbers, one mask for every image
+    for mask in (left, left.bool()[None], left[None, None].long()):
+        out = model.inpaint(x, mask, generator=torch.Generator().manual_seed(0), **fast)
+        assert out.shape == x.shape and torch.equal(out[..., 4:], x[..., 4:])
