@@ -7,6 +7,7 @@ import contextvars
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -481,6 +482,19 @@ class PixgenModel(nn.Module):
         self.check_images(images, what)
         return as_float(images, what).to(self.device)
 
+    def input_levels(self, images: torch.Tensor, what: str) -> torch.Tensor:
+        """:meth:`input_images` on the 8-bit grid that a discrete likelihood scores (levels
+        k / 127.5 - 1). Float images off that grid (e.g. resized in float) are scored at
+        their nearest levels, with a warning: a likelihood of 8-bit data is defined on it."""
+        images = self.input_images(images, what)
+        levels = (images.float() + 1) * 127.5
+        snapped = levels.round().clamp(0, 255)
+        if len(images) and float((levels - snapped).abs().max()) > 0.01:
+            warnings.warn(f"{what}: the images are not on the 8-bit grid (k / 127.5 - 1); "
+                          f"scoring their nearest 8-bit values (pass uint8 images, or round "
+                          f"them yourself)", stacklevel=3)
+        return snapped / 127.5 - 1
+
     def input_mask(self, mask: torch.Tensor, n: int) -> torch.Tensor:
         """An inpainting mask (:func:`as_mask`) for ``n`` images, as bool (n, 1, H, W) on
         the model's device."""
@@ -530,7 +544,7 @@ class LikelihoodModel(GenerativeModel):
         """-log2 p(x) / D per image (an upper bound where ``bits_per_dim_kind`` says so)."""
         from pixgen.likelihood import bits_per_dim
 
-        images = self.input_images(images, "bits/dim")
+        images = self.input_levels(images, "bits/dim")
         return bits_per_dim(-self.log_prob(images, labels), self.num_dims)
 
     def marginal_or_conditional(self, log_prob_given: Any, images: torch.Tensor,

@@ -353,7 +353,7 @@ class Diffusion(LatentSpace, DiffusionCore, LikelihoodModel):
         noise per class would bias that log-sum-exp upwards (Jensen), past log p(x); with
         shared noise it is exact when the classes agree and, when one class dominates, that
         class's bound. The noise comes from one draw of torch's global generator."""
-        images = self.input_images(images, "log_prob")
+        images = self.input_levels(images, "log_prob")
         seed = int(torch.randint(2**62, (1,)))
 
         def bound(y: torch.Tensor | None) -> torch.Tensor:

@@ -302,7 +302,7 @@ class Glow(LatentInpainting, LikelihoodModel):
                  ) -> torch.Tensor:
         """A lower bound on log P(x) of 8-bit images, in nats: log p(y) - D log 128 for one
         dequantisation y of each image (marginal over classes when conditional)."""
-        images = self.input_images(images, "log_prob")
+        images = self.input_levels(images, "log_prob")
         y = dequantize(images)
         logp = self.marginal_or_conditional(lambda lab: self._log_density(y, lab), images,
                                             labels)

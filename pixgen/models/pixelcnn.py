@@ -109,7 +109,7 @@ class PixelCNN(LikelihoodModel):
     def log_prob(self, images: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """Exact log p(x) (or log p(x | y) with ``labels``) per image, in nats."""
-        images = self.input_images(images, "log_prob")
+        images = self.input_levels(images, "log_prob")
         return self.marginal_or_conditional(lambda y: self._log_prob_given(images, y),
                                             images, labels)
 

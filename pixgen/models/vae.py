@@ -195,6 +195,7 @@ class VAE(LatentInpainting, GenerativeModel):
         """
         if k < 1:
             raise ConfigError(f"the number of importance samples must be at least 1, not {k}")
+        images = self.input_levels(images, "bits/dim")
         mean, logvar = (t.float() for t in self.encoder(images))
         std = torch.exp(0.5 * logvar)
         targets = self._targets(images.float())  # one binarisation for all k samples
@@ -217,7 +218,7 @@ class VAE(LatentInpainting, GenerativeModel):
         """Per image, in bits per dimension (see pixgen.likelihood): the negative ELBO
         (beta = 1) for ``k`` = 1, else the importance-weighted bound with ``k`` samples; both
         are upper bounds on -log2 p(x)."""
-        images = self.input_images(images, "bits/dim")
+        images = self.input_levels(images, "bits/dim")
         if k > 1:
             return bits_per_dim(self.iwae_nll(images, k=k), self.num_dims)
         recon, kl = self.negative_elbo_terms(images)

@@ -259,7 +259,7 @@ class VQVAEPrior(LikelihoodModel):
     def log_prob(self, images: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """The ELBO log p(x | z(x)) + log p(z(x)) per image, in nats (a lower bound)."""
-        images = self.input_images(images, "log_prob")
+        images = self.input_levels(images, "log_prob")
         codes = self.vqvae.encode(images)
         recon = -self.vqvae.reconstruction_nll(images, self.vqvae.decode_params(codes))
         prior = self.marginal_or_conditional(lambda y: self._code_log_prob(codes, y), images,
