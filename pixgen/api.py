@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -119,7 +120,8 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
             def hold() -> None:  # after distributed.setup: on rank 0 only
                 distributed.on_main(lambda: held.enter_context(ckpt.run_lock(run_dir)))
 
-            if pending:  # a two-stage run that stopped in stage one: finish it, then the prior
+            if pending:  # a two-stage run stopped in stage one, or in the prior before its
+                # first checkpoint: finish stage one (if need be), then train the prior
                 cfg = build_config(settings, resume=True,
                                    base=RunConfig.from_yaml(run_dir / PENDING_CONFIG))
                 check_config(cfg)
@@ -128,7 +130,7 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
                 _finish_stage_one(cfg, run_dir, progress, settings)
                 return _run_trainer(cfg, run_dir, resume=False, progress=progress)
             distributed.on_main(lambda: check_run_dir(run_dir, resume=True))
-            saved = RunConfig.from_yaml(run_dir / "config.yaml")
+            saved = _saved_config(run_dir)
             cfg = build_config(settings, base=saved, resume=True)
             check_config(cfg)
             _check_evaluation(cfg)
@@ -167,6 +169,20 @@ def train(model: str | None = None, *, data: str | None = None, steps: int | Non
         return _run_trainer(cfg, run_dir, resume=resume, progress=progress)
 
 
+def _saved_config(run_dir: Path) -> RunConfig:
+    """A run's config.yaml, or, where it was deleted, the settings its state.pt holds."""
+    path = run_dir / "config.yaml"
+    if path.exists() or not (run_dir / ckpt.STATE).is_file():
+        return RunConfig.from_yaml(path)
+    state = ckpt.load_state(run_dir / ckpt.STATE)
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{path} is missing and {run_dir / ckpt.STATE} holds no settings "
+                              f"to take its place; restore config.yaml to resume")
+    warnings.warn(f"{path} is missing; resuming with the settings saved in "
+                  f"{ckpt.STATE} (config.yaml is written again)", stacklevel=2)
+    return RunConfig.from_dict(state["config"], source=str(run_dir / ckpt.STATE))
+
+
 def _config_from_file(path: Path, *, out_given: bool) -> RunConfig:
     """A config.yaml to start a new run from. A run's own config.yaml names that run as
     ``out``: a new run started from it (the way to train again with a run's settings) goes
@@ -187,11 +203,13 @@ def _run_trainer(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool
     cfg.out = str(run_dir)
     with bad_image_policy(cfg.data.on_bad_image) as skipped:
         trainer = Trainer(cfg, resume=resume, progress=progress)
-        if is_main():  # the run's own config.yaml is written: stage one is behind it
-            (run_dir / PENDING_CONFIG).unlink(missing_ok=True)
         _report_bad_images(run_dir, skipped)
         n = len(skipped)
         model = trainer.run()
+        # a two-stage run's pending config goes only now: until the prior's first
+        # checkpoint, --resume needs it to train the prior again from the finished stage one
+        if is_main():
+            (run_dir / PENDING_CONFIG).unlink(missing_ok=True)
         if len(skipped) > n:  # the test split too, for evaluations during training
             _report_bad_images(run_dir, skipped)
     return model

@@ -33,6 +33,10 @@ class CheckpointError(PixgenError):
     """A run directory or checkpoint cannot be loaded."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A file refused unread, or unbuilt, because loading it could run code (a pickle)."""
+
+
 class TrainingDiverged(PixgenError):
     """Training produced non-finite losses too many steps in a row."""
 

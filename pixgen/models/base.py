@@ -492,7 +492,7 @@ class PixgenModel(nn.Module):
         if len(images) and float((levels - snapped).abs().max()) > 0.01:
             warnings.warn(f"{what}: the images are not on the 8-bit grid (k / 127.5 - 1); "
                           f"scoring their nearest 8-bit values (pass uint8 images, or round "
-                          f"them yourself)", stacklevel=3)
+                          f"them yourself)", stacklevel=4)  # past torch.no_grad's wrapper
         return snapped / 127.5 - 1
 
     def input_mask(self, mask: torch.Tensor, n: int) -> torch.Tensor:

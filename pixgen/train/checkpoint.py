@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from pixgen.errors import CheckpointError, ConfigError, PixgenError
+from pixgen.errors import CheckpointError, ConfigError, PixgenError, UnsafeCheckpointError
 
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "config.json"
@@ -185,7 +185,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
             # a bare pickle (pickle.dump, or torch.save's pre-1.6 format), never written by
             # pixgen: refused unread (torch.load would also warn about its protocol)
-            raise CheckpointError(f"refused to load {path}: it is a bare pickle, not a "
+            raise UnsafeCheckpointError(f"refused to load {path}: it is a bare pickle, not a "
                                   f"training state written by pixgen (a torch zip archive), "
                                   f"and a pickle could run code when unpickled; only load "
                                   f"training states written by pixgen")
@@ -200,7 +200,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
         if "GLOBAL" in text:  # the weights-only unpickler met an object it will not build
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" ({found.group(1)})" if found else ""
-            raise CheckpointError(f"refused to load {path}: it holds an object other than "
+            raise UnsafeCheckpointError(f"refused to load {path}: it holds an object other than "
                                   f"tensors and plain containers{what}, which could run code "
                                   f"when unpickled; only load training states written by "
                                   f"pixgen") from None
@@ -244,6 +244,9 @@ def find_weights(path: str | Path) -> Path:
     if path.is_dir():
         weights = path / WEIGHTS
         if not weights.is_file():
+            if (path / STATE).is_file():  # its weights were deleted: the state still holds them
+                raise CheckpointError(f"{path} has a training state but no {WEIGHTS}; "
+                                      f"`pixgen train --out {path} --resume` writes them again")
             raise CheckpointError(f"{path} has no {WEIGHTS}: is it a pixgen run directory? "
                                   f"(train one with `pixgen train MODEL --out {path}`)")
         return weights

@@ -30,7 +30,7 @@ from pixgen.data.base import ImageData
 from pixgen.data.batcher import DeviceBatcher
 from pixgen.data.transforms import to_float
 from pixgen.errors import (CheckpointError, ConfigError, DataError, NonFiniteSamples,
-                           PixgenError, TrainingDiverged)
+                           PixgenError, TrainingDiverged, UnsafeCheckpointError)
 from pixgen.models.base import Batch, PixgenModel
 from pixgen.registry import MODELS
 from pixgen.sampling import generate as pixgen_generate
@@ -461,7 +461,10 @@ class Trainer:
             if self.is_main:
                 ckpt.remove_stale_temporaries(self.run_dir)
             self._load_state()
-            if self.is_main:  # the keys a resume may change (steps, time limit, ...) stay true
+            # the keys a resume may change (steps, time limit, ...) stay true; a resume with
+            # nothing to train leaves the run's own target (what a later --resume goes to)
+            if self.is_main and (self.step < t.steps
+                                 or not (self.run_dir / CONFIG_YAML).exists()):
                 with contextlib.suppress(OSError):
                     ckpt.atomic_write_text(self.run_dir / CONFIG_YAML, cfg.to_yaml())
         else:
@@ -521,12 +524,15 @@ class Trainer:
             return ckpt.load_state(path)
         except CheckpointError as e:
             # a refused (possibly malicious) file stops the run; only damage falls back
-            if "refused" in str(e) or not prev.exists():
+            if isinstance(e, UnsafeCheckpointError) or not prev.exists():
                 raise
             try:
                 state = ckpt.load_state(prev)
-            except CheckpointError:
-                raise e from None
+            except CheckpointError as e_prev:
+                raise CheckpointError(
+                    f"{e}; the previous checkpoint {prev.name} cannot be read either "
+                    f"({str(e_prev).split(': ', 1)[-1]}); nothing of this run can be resumed: "
+                    f"start it again into a new --out") from None
             if self.is_main:
                 progress_write(f"pixgen: warning: {e}. Resuming from the previous checkpoint "
                                f"{prev.name} (step {state.get('step')}) instead.")
@@ -1000,6 +1006,9 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
 
 def check_run_dir(path: Path, *, resume: bool) -> None:
     """Refuse to overwrite a run, or to resume one that is not there."""
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"--out {path} is a file, not a run folder; "
+                              + ("pass the run's folder" if resume else "choose a folder"))
     has_run = (path / ckpt.STATE).exists() or (path / ckpt.WEIGHTS).exists()
     if resume and not (path / ckpt.STATE).exists():
         raise CheckpointError(f"cannot resume: {path} has no {ckpt.STATE}"

@@ -191,3 +191,33 @@ def test_from_a_run_of_another_architecture_names_the_tensor(tmp_path):
     with pytest.raises(PixgenError, match=r"do not fit this vqvae model \(.*size mismatch"):
         pixgen.train("vqvae", from_run=tmp_path / "vq", out=tmp_path / "wider",
                      **{**TINY_VQ, "width": 16}, **common)
+
+
+def test_a_prior_stopped_before_its_first_checkpoint_resumes(tmp_path, monkeypatch):
+    """Stage two killed (or failed) before its first checkpoint left a run that --resume
+    refused ("no state.pt") and a fresh start refused too ("already holds a run")."""
+    import importlib
+
+    trainer_mod = importlib.import_module("pixgen.train.trainer")
+    common = dict(data="digits", batch_size=16, image_size=16, progress=False,
+                  overrides=tiny_overrides())
+    want = pixgen.train("vqvae-prior", steps=3, stage1_steps=2, out=tmp_path / "straight",
+                        vqvae=TINY_VQ, **TINY_PRIOR, **common)
+    real_run = trainer_mod.Trainer.run
+
+    def killed(self):
+        if self.cfg.model == "vqvae-prior":
+            raise KeyboardInterrupt  # what kill -9 leaves: no checkpoint of the prior
+        return real_run(self)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pixgen.train("vqvae-prior", steps=3, stage1_steps=2, out=tmp_path / "run",
+                     vqvae=TINY_VQ, **TINY_PRIOR, **common)
+    assert not (tmp_path / "run" / "state.pt").exists()
+    monkeypatch.setattr(trainer_mod.Trainer, "run", real_run)
+    got = pixgen.train(out=tmp_path / "run", resume=True, progress=False)
+    assert got.meta["training"]["steps"] == 3
+    assert not (tmp_path / "run" / "config.pending.yaml").exists()
+    a = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "run" / "model.safetensors").read_bytes()

@@ -41,9 +41,11 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("name", ["run", "refused-run"])
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(reference, tmp_path,
-                                                                    capsys):
-    run = tmp_path / "run"
+                                                                    capsys, name):
+    # the fallback was once decided by the word "refused" in the error, which holds the path
+    run = tmp_path / name
     train(run, 10)  # checkpoints at 5 and 10: state.prev.pt holds step 5
     assert torch.load(run / "state.prev.pt", weights_only=True)["step"] == 5
     data = (run / "state.pt").read_bytes()
@@ -96,8 +98,10 @@ def test_both_checkpoints_damaged_is_a_clear_error(tmp_path):
     for name in ("state.pt", "state.prev.pt"):  # both cut in half
         data = (run / name).read_bytes()
         (run / name).write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as e:
         resume(run, 15)
+    assert "the previous checkpoint state.prev.pt cannot be read either" in str(e.value)
+    assert "start it again into a new --out" in str(e.value)
 
 
 @pytest.mark.parametrize("fault", ["disk full", "unwritable"])

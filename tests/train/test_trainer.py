@@ -471,3 +471,37 @@ def test_native_bf16_is_read_from_the_cpu_flags():
             flags |= set(line.split(":", 1)[1].split())
     expected = "avx512_bf16" in flags or "amx_tile" in flags
     assert importlib.import_module("pixgen.train.trainer").cpu_has_native_bf16() == expected
+
+
+def test_a_resume_with_nothing_to_train_keeps_the_runs_target(tmp_path):
+    """--resume --steps N below the run's step trained nothing but wrote N into config.yaml,
+    so a later plain --resume no longer knew where the run was going."""
+    _train("vae", tmp_path / "r", 6)
+    pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False)
+    assert RunConfig.from_yaml(tmp_path / "r" / "config.yaml").train.steps == 6
+
+
+def test_a_deleted_config_yaml_is_taken_from_the_state(tmp_path):
+    _train("vae", tmp_path / "r", 4)
+    _train("vae", tmp_path / "straight", 8)
+    (tmp_path / "r" / "config.yaml").unlink()
+    with pytest.warns(UserWarning, match="config.yaml is missing; resuming with the settings"):
+        pixgen.train(out=tmp_path / "r", resume=True, steps=8, progress=False)
+    assert (tmp_path / "r" / "config.yaml").exists()
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == \
+        (tmp_path / "straight" / "model.safetensors").read_bytes()
+
+
+def test_odd_run_folders_say_what_to_do(tmp_path):
+    _train("vae", tmp_path / "r", 2)
+    (tmp_path / "r" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"has a training state but no model.safetensors; "
+                       r"`pixgen train --out .* --resume` writes them again"):
+        pixgen.load(tmp_path / "r")
+    pixgen.train(out=tmp_path / "r", resume=True, steps=3, progress=False)
+    assert pixgen.load(tmp_path / "r").meta["training"]["steps"] == 3
+    (tmp_path / "grid.png").write_bytes(b"png")
+    with pytest.raises(CheckpointError, match="grid.png is a file, not a run folder; pass"):
+        pixgen.train(out=tmp_path / "grid.png", resume=True, progress=False)
+    with pytest.raises(PixgenError, match="grid.png.*choose another --out"):
+        _train("vae", tmp_path / "grid.png", 1)
