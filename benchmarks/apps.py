@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, update_section  # noqa: E402
+from _report import machine, names, staged_command, update_section, whole  # noqa: E402
 from diffusion import skimage_crops  # noqa: E402
 
 import pixgen  # noqa: E402
@@ -191,10 +191,9 @@ def stage_superres(root: Path, n: int, grids: Path | None) -> dict[str, Any]:
     return res
 
 
-def report(r: dict[str, Any]) -> str:
-    lines = [f"Machine: {r.get('machine', '?')}. `python benchmarks/apps.py --grids docs/images "
-             f"--write BENCHMARKS.md`; models trained by the script on built-in data "
-             f"(settings in its RUNS)."]
+def report(r: dict[str, Any], command: str) -> str:
+    lines = [f"Machine: {r.get('machine', '?')}. `{command}`; models trained by the script on "
+             f"built-in data (settings in its RUNS)."]
     res = r["results"]
     if "inpaint" in res:
         ip = res["inpaint"]
@@ -250,19 +249,28 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+STAGES = ("inpaint", "interpolate", "latent_map", "augment", "superres")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench-apps")
-    ap.add_argument("--stages", default="inpaint,interpolate,latent_map,augment,superres")
-    ap.add_argument("--n-inpaint", type=int, default=48)
-    ap.add_argument("--n-map", type=int, default=360)
-    ap.add_argument("--n-synthetic", type=int, default=3000)
-    ap.add_argument("--n-sr", type=int, default=48)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--n-inpaint", type=whole(1), default=48)
+    ap.add_argument("--n-map", type=whole(100), default=360,
+                    help="test images in the latent maps (at least 100: the 5-NN accuracy "
+                         "needs a few of every class)")
+    ap.add_argument("--n-synthetic", type=whole(1), default=3000)
+    ap.add_argument("--n-sr", type=whole(1), default=48)
+    ap.add_argument("--threads", type=whole(1), default=None)
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--grids", default=None, metavar="DIR")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
     args = ap.parse_args()
+    chosen = names(args.stages, "--stages", STAGES)
+    if args.write and len(set(chosen)) < len(STAGES) and not args.reuse:
+        ap.error("--write with a subset of --stages needs --reuse (the results.json of the "
+                 "other stages), or the section would lose their tables")
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.out)
@@ -280,7 +288,7 @@ def main() -> None:
         "augment": lambda: stage_augment(root, args.n_synthetic, grids),
         "superres": lambda: stage_superres(root, args.n_sr, grids),
     }
-    for stage in args.stages.split(","):
+    for stage in chosen:
         if stage in results:
             print(f"-- {stage}: reusing {path}", flush=True)
             continue
@@ -290,8 +298,9 @@ def main() -> None:
         path.write_text(json.dumps({"settings": settings, "machine": machine(),
                                     "results": results}, indent=2))
     if args.write:
+        command = staged_command("apps.py", results, STAGES, settings, args)
         update_section(args.write, "Applications (digits, shapes; CPU)",
-                       report({"machine": machine(), "results": results}))
+                       report({"machine": machine(), "results": results}, command))
         print(f"wrote {args.write}")
 
 

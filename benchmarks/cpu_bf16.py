@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, publish  # noqa: E402
+from _report import ints, machine, publish, whole  # noqa: E402
 from gan_options import mean_sd, run_one  # noqa: E402
 
 from pixgen.train.trainer import cpu_has_native_bf16  # noqa: E402
@@ -35,17 +35,17 @@ PRECISIONS = ("fp32", "bf16")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=whole(1), default=1500)
     ap.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     ap.add_argument("--datasets", default="digits,shapes")
-    ap.add_argument("--n", type=int, default=5000, help="generated images per evaluation")
+    ap.add_argument("--n", type=whole(1), default=5000, help="generated images per evaluation")
     ap.add_argument("--out", default="runs/bench-gan")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
     args = ap.parse_args()
     if torch.cuda.is_available():
         raise SystemExit("this compares precisions on a CPU; hide the GPU "
                          "(CUDA_VISIBLE_DEVICES=) to run it on a GPU machine")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = ints(args.seeds, "--seeds")
     datasets = args.datasets.split(",")
     t0 = time.perf_counter()
     cells: dict[tuple[str, str], list[dict]] = {}

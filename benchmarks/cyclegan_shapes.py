@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, publish  # noqa: E402
 
 import pixgen  # noqa: E402
+from pixgen.config import RunConfig  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
 from pixgen.data.transforms import to_float  # noqa: E402
 from pixgen.models.base import Batch  # noqa: E402
@@ -73,14 +75,25 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0, help="the CycleGAN's training seed")
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--out", default="runs/bench-cyclegan")
+    ap.add_argument("--out", default="runs/bench-cyclegan",
+                    help="the run folder; one that holds a run of the same settings is "
+                         "continued to --steps")
     ap.add_argument("--grid", default=None, metavar="PNG")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
     args = ap.parse_args()
 
     run = Path(args.out)
     t0 = time.perf_counter()
-    if (run / "state.pt").exists():
+    if (run / "state.pt").exists():  # continue that run, if it is this one's
+        cfg = RunConfig.from_yaml(run / "config.yaml")
+        built = json.loads((run / "config.json").read_text())["config"]
+        had = {"--seed": cfg.seed, "--batch-size": cfg.train.batch_size,
+               "--width": built["width"]}
+        wanted = {"--seed": args.seed, "--batch-size": args.batch_size, "--width": args.width}
+        if had != wanted:
+            differ = ", ".join(f"{k} {had[k]}" for k in had if had[k] != wanted[k])
+            raise SystemExit(f"{run} holds a run trained with {differ}; give another --out "
+                             f"(e.g. {run}-s{args.seed}) or delete it")
         model = pixgen.train(out=run, resume=True, steps=args.steps, progress=False)
     else:
         model = pixgen.train("cyclegan", data="shapes-ab", image_size=SIZE, steps=args.steps,

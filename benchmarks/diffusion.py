@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, update_section  # noqa: E402
+from _report import machine, names, staged_command, update_section, whole  # noqa: E402
 
 import pixgen  # noqa: E402
 from pixgen.apps.inpaint import builtin_mask, masked_psnr, mean_fill  # noqa: E402
@@ -211,21 +211,29 @@ def stage_sr(model: Any, n: int, grids: Path | None) -> dict[str, Any]:
     return res
 
 
+STAGES = ("fid", "ddim_eta", "guidance", "bpd", "inpaint", "sr")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench-diffusion")
-    ap.add_argument("--n-fid", type=int, default=500, help="samples per FID (default: 500)")
-    ap.add_argument("--per-class", type=int, default=50,
+    ap.add_argument("--n-fid", type=whole(1), default=500,
+                    help="samples per FID (default: 500)")
+    ap.add_argument("--per-class", type=whole(1), default=50,
                     help="guided samples per class (default: 50)")
-    ap.add_argument("--n-bpd", type=int, default=100, help="test images of the bound")
-    ap.add_argument("--n-inpaint", type=int, default=48)
-    ap.add_argument("--n-sr", type=int, default=48)
-    ap.add_argument("--stages", default="fid,ddim_eta,guidance,bpd,inpaint,sr",
+    ap.add_argument("--n-bpd", type=whole(1), default=100, help="test images of the bound")
+    ap.add_argument("--n-inpaint", type=whole(1), default=48)
+    ap.add_argument("--n-sr", type=whole(1), default=48)
+    ap.add_argument("--stages", default=",".join(STAGES),
                     help="comma-separated stages to run (default: all)")
     ap.add_argument("--reuse", action="store_true", help="reuse cached stage results")
     ap.add_argument("--grids", default=None, metavar="DIR")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
     args = ap.parse_args()
+    stages = names(args.stages, "--stages", STAGES)
+    if args.write and len(set(stages)) < len(STAGES) and not args.reuse:
+        ap.error("--write with a subset of --stages needs --reuse (the results.json of the "
+                 "other stages), or the section would lose their tables")
     root = Path(args.out)
     grids = Path(args.grids) if args.grids else None
     path = root / "results.json"
@@ -235,7 +243,6 @@ def main() -> None:
     settings = json.loads(json.dumps(settings))
     results: dict[str, Any] = saved.get("results", {}) if saved.get("settings") == settings \
         else {}
-    stages = args.stages.split(",")
 
     def save() -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -282,13 +289,14 @@ def main() -> None:
         results["sr"] = stage_sr(train_or_reuse("sr", root), args.n_sr, grids)
         save()
     if args.write:
-        update_section(args.write, "Diffusion (digits, shapes; CPU)", report(results, settings))
+        command = staged_command("diffusion.py", results, STAGES, settings, args)
+        update_section(args.write, "Diffusion (digits, shapes; CPU)",
+                       report(results, settings, command))
         print(f"wrote {args.write}")
 
 
-def report(r: dict[str, Any], settings: dict[str, Any]) -> str:
-    lines = [f"Machine: {machine()}. Command: `python benchmarks/diffusion.py --n-fid "
-             f"{settings['n_fid']} --grids docs/images --write BENCHMARKS.md` (`--reuse` keeps "
+def report(r: dict[str, Any], settings: dict[str, Any], command: str) -> str:
+    lines = [f"Machine: {machine()}. Command: `{command}` (`--reuse` keeps "
              f"finished stages). Models: a U-Net of width 32, "
              f"levels (1, 2, 2), one residual block per level, attention at 8x8 "
              f"(`diffusion`, 1.1M parameters); linear schedule, eps prediction, T = 1000.", ""]

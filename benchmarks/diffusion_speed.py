@@ -15,7 +15,7 @@ U-Net on the built-in RGB shapes at 32 px (the default on a GPU):
   the last two). Same batch, same optimiser (Adam, lr 2e-4, betas (0.9, 0.999)), same
   precision (fp32 on CPU; bf16 autocast on CUDA, pixgen's ``precision="auto"``).
 - **sampling**: ``model.sample(n, steps=1000, sampler="ddpm")`` and
-  ``model.sample(n, steps=50, sampler="ddim")`` of the trained pixgen model, against the
+  ``model.sample(n, steps=50, sampler="ddim", eta=0)`` of the trained pixgen model, against the
   diffusers sampling loop (``scheduler.set_timesteps``, then ``unet(x, t).sample`` and
   ``scheduler.step(...).prev_sample`` for every timestep, as ``DDPMPipeline`` /
   ``DDIMPipeline`` run it) with ``DDPMScheduler`` (1000 steps) and ``DDIMScheduler``
@@ -69,7 +69,7 @@ from pixgen.data.transforms import to_float
 from pixgen.models.diffusion import Diffusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, publish  # noqa: E402
+from _report import machine, publish, whole  # noqa: E402
 
 TIMESTEPS = 1000
 LR = 2e-4
@@ -227,9 +227,9 @@ def _timed(fn: Any, device: torch.device) -> float:
 def pixgen_sampling(model: Diffusion, *, n: int, device: torch.device) -> dict[str, float]:
     """Images/s of pixgen's DDPM (1000 steps) and DDIM (50 steps) samplers for ``n`` images."""
     model.eval()
-    model.sample(n, steps=2, sampler="ddim")  # warm-up
+    model.sample(n, steps=2, sampler="ddim", eta=0.0, spacing="trailing")  # warm-up
     ddpm = _timed(lambda: model.sample(n, steps=DDPM_STEPS, sampler="ddpm"), device)
-    ddim = _timed(lambda: model.sample(n, steps=DDIM_STEPS, sampler="ddim"), device)
+    ddim = _timed(lambda: model.sample(n, steps=DDIM_STEPS, sampler="ddim", eta=0.0), device)
     return {"ddpm": n / ddpm, "ddim": n / ddim}
 
 
@@ -281,7 +281,9 @@ def measure(*, steps: int, warmup: int, device: str, batch_size: int = 64,
     data = load_dataset(net.data, split="train", image_size=net.image_size,
                         channels=net.channels)
     images = to_float(data.images)
-
+    if batch_size > len(images):  # the classic loader drops the last, partial batch
+        raise SystemExit(f"--batch-size {batch_size} is more than the {len(images)} training "
+                         f"images of {net.data}")
     if repeats < 1:
         raise ValueError(f"need repeats >= 1, got {repeats}")
     params = {"pixgen": pixgen_param_count(net),
@@ -381,24 +383,26 @@ def _rate(x: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=150, help="timed training steps per loop")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed training steps first")
+    ap.add_argument("--steps", type=whole(1), default=150, help="timed training steps per loop")
+    ap.add_argument("--warmup", type=whole(0), default=10, help="untimed training steps first")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", choices=sorted(SIZES), default=None,
                     help="network size: small (1.1M parameters, digits 16 px; the default on "
                          "a CPU) or cifar (DDPM's CIFAR-10 U-Net, 35.7M, RGB shapes 32 px; the "
                          "default on a GPU)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--sample-n", type=int, default=64,
+    ap.add_argument("--batch-size", type=whole(1), default=64)
+    ap.add_argument("--sample-n", type=whole(0), default=64,
                     help="images per sampling chain (0: no sampling)")
-    ap.add_argument("--repeats", type=int, default=2,
+    ap.add_argument("--repeats", type=whole(1), default=2,
                     help="training rounds per loop, taking turns; each keeps its best")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=whole(1), default=None,
                     help="torch.set_num_threads (default: torch's, one per core)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md",
                     help="update this file's 'Diffusion against diffusers (DEVICE)' section")
     args = ap.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available here; use --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     size = args.size or ("small" if torch.device(args.device).type == "cpu" else "cifar")

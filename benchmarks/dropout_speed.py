@@ -27,7 +27,7 @@ from pixgen.nn.blocks import Dropout
 from pixgen.nn.unet import ResBlock, UNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, publish  # noqa: E402
+from _report import machine, publish, whole  # noqa: E402
 
 P = 0.1
 BATCH = 64
@@ -89,8 +89,8 @@ def format_markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--rounds", type=whole(1), default=5)
+    ap.add_argument("--threads", type=whole(1), default=None, help="torch.set_num_threads")
     ap.add_argument("--write", default=None, help="update this BENCHMARKS.md section")
     args = ap.parse_args(argv)
     if args.threads:

@@ -26,7 +26,7 @@ import torch
 import pixgen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, update_section  # noqa: E402
+from _report import machine, update_section, whole  # noqa: E402
 
 from pixgen.data import load_dataset  # noqa: E402
 from pixgen.data.transforms import gaussian_blur, gaussian_noise, to_float, to_uint8  # noqa: E402
@@ -90,8 +90,8 @@ def timing(spec: str, size: int, n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default="digits,shapes")
-    ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--n", type=int, default=10000, help="generated images in the timing")
+    ap.add_argument("--image-size", type=whole(1), default=32)
+    ap.add_argument("--n", type=whole(1), default=10000, help="generated images in the timing")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--write", metavar="MD", help="write the tables into this markdown file")
     args = ap.parse_args()
@@ -99,7 +99,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     specs = args.datasets.split(",")
     lines = [f"Command: `python benchmarks/eval_floor.py --datasets {args.datasets} "
-             f"--n {args.n}`. Machine: {machine()}.", "",
+             f"--image-size {args.image_size} --n {args.n}`. Machine: {machine()}.", "",
              "Reference: the training split; scored sets: the test split, clean and degraded. "
              "Classifier features (pixgen's own, trained once per dataset and size), "
              f"{args.image_size} px. Scores depend on the features, the image counts and the "

@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, publish  # noqa: E402
+from _report import ints, machine, publish, whole  # noqa: E402
 
 import pixgen  # noqa: E402
 from pixgen.eval.evaluate import evaluate_run  # noqa: E402
@@ -60,8 +61,13 @@ def run_one(name: str, spec: str, seed: int, *, steps: int, n: int, out: Path,
     or the (model args, train overrides) of ``variant``."""
     model_args, overrides = variant if variant is not None else VARIANTS[name]
     tag = f"{spec}-{'small-' if num_images else ''}{slug(name)}-s{seed}"
-    run = out / tag
-    if not (run / "eval.json").exists():
+    # the folder is named by everything that decides the training, so a run is only reused
+    # for the same settings (another --steps, variant or data size trains anew)
+    settings = json.dumps({"spec": spec, "seed": seed, "steps": steps, "num_images": num_images,
+                           "model_args": model_args, "overrides": overrides}, sort_keys=True)
+    run = out / f"{tag}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+    scored = run / "eval.json"
+    if not scored.exists() or json.loads(scored.read_text())["n_fake"] != n:
         if not (run / "model.safetensors").exists():
             t0 = time.perf_counter()
             pixgen.train("dcgan", data=spec, steps=steps, batch_size=BATCH, image_size=SIZE,
@@ -80,17 +86,20 @@ def run_one(name: str, spec: str, seed: int, *, steps: int, n: int, out: Path,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=whole(1), default=1500)
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
     ap.add_argument("--datasets", default="digits,shapes")
-    ap.add_argument("--n", type=int, default=5000, help="generated images per evaluation")
-    ap.add_argument("--small", type=int, default=300,
+    ap.add_argument("--n", type=whole(1), default=5000, help="generated images per evaluation")
+    ap.add_argument("--small", type=whole(0), default=300,
                     help="training images of the small-data block (0: skip it)")
     ap.add_argument("--out", default="runs/bench-gan")
     ap.add_argument("--write", default=None, metavar="BENCHMARKS.md")
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = ints(args.seeds, "--seeds")
     datasets = args.datasets.split(",")
+    if 0 < args.small < BATCH:
+        raise SystemExit(f"--small {args.small}: the small-data block needs at least one batch "
+                         f"({BATCH} images), or 0 to skip it")
     out = Path(args.out)
     t0 = time.perf_counter()
     table: dict[tuple[str, str], list[dict]] = {}
@@ -121,7 +130,8 @@ def main() -> None:
         cells = " | ".join(f"{cell(name, c, 'fid')} | {cell(name, c, 'recall')}" for c in cols)
         lines.append(f"| {name} | {cells} |")
     body = (f"`python benchmarks/gan_options.py --steps {args.steps} --seeds {args.seeds} "
-            f"--n {args.n} --small {args.small}` on {machine()}; {minutes:.0f} minutes.\n\n"
+            f"--datasets {args.datasets} --n {args.n} --small {args.small}` on {machine()}; "
+            f"{minutes:.0f} minutes.\n\n"
             f"DCGAN at {SIZE} px, width {WIDTH}, batch {BATCH}, {args.steps} steps, seed(s) "
             f"{args.seeds}, no EMA; R1 off unless named; every other option at its default (Adam "
             f"2e-4, betas (0.5, 0.999)). Scores: `pixgen eval RUN --n {args.n}` (classifier features, "

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, publish  # noqa: E402
+from _report import machine, names, publish, whole  # noqa: E402
 
 import pixgen  # noqa: E402
 from pixgen.data import load_dataset  # noqa: E402
@@ -55,6 +55,13 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "vqvae-prior": {"width": 32, "layers": 5, "kernel": 3},
     "glow": {"levels": 3, "depth": 4, "hidden": 64},
 }
+
+
+def param_count(model: torch.nn.Module) -> int:
+    """Every number the likelihood uses: all parameters, frozen ones too (the vqvae-prior's
+    stage-one VQ-VAE), and codebooks (EMA buffers), as the peers count theirs."""
+    return sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for name, b in model.named_buffers() if name.endswith("codebook"))
 
 
 def train(name: str, steps: int, out: Path, **extra: Any) -> tuple[Any, float]:
@@ -81,9 +88,9 @@ def class_accuracy(model: Any, per_class: int, extractor: Any) -> tuple[float, t
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--iwae-k", type=int, default=1000)
-    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--epochs", type=whole(1), default=15)
+    ap.add_argument("--iwae-k", type=whole(1), default=1000)
+    ap.add_argument("--per-class", type=whole(1), default=100)
     ap.add_argument("--peers", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated families to run")
     ap.add_argument("--grids", default=None, metavar="DIR")
@@ -100,7 +107,7 @@ def main() -> None:
     steps = args.epochs * steps_per_epoch
     extractor = get_extractor("classifier", test.info, progress=False)
     out = Path(args.out)
-    only = set(args.only.split(",")) if args.only else None
+    only = set(names(args.only, "--only", [*FAMILIES, "vqvae + prior"])) if args.only else None
     rows: list[dict[str, Any]] = []
     saved_path = out / "results.json"
     settings = {"epochs": args.epochs, "iwae_k": args.iwae_k, "per_class": args.per_class,
@@ -134,8 +141,7 @@ def main() -> None:
         model, seconds = train(name, steps, out / name, **extra)
         t0 = time.perf_counter()
         row: dict[str, Any] = {"family": label, "seconds_per_epoch": seconds / args.epochs,
-                               "params": sum(p.numel() for p in model.parameters()
-                                             if p.requires_grad),
+                               "params": param_count(model),
                                "kind": model.bits_per_dim_kind}
         row["bpd"] = mean_bits_per_dim(model, test.images, batch_size=128)
         if hasattr(model, "iwae_nll") and args.iwae_k > 1:
@@ -204,7 +210,8 @@ def report(rows: list[dict[str, Any]], peers: list[dict[str, Any]], args: Any,
         f"Class accuracy: {args.per_class} samples per class, recognised by the eval "
         "classifier as the class asked for.",
         "",
-        "| model | test bits/dim | what it is | class accuracy | s / epoch | params |",
+        "| model | test bits/dim | what it is | class accuracy | s / epoch | params (all "
+        "stages) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -223,14 +230,14 @@ def report(rows: list[dict[str, Any]], peers: list[dict[str, Any]], args: Any,
                   "(benchmarks/peers/; scored as described there; a VQ-VAE's time is both "
                   "stages'):", "",
                   "| peer | test bits/dim | what it is | s / epoch | our time / theirs | "
-                  "params |", "|---|---|---|---|---|---|"]
+                  "params (all stages) |", "|---|---|---|---|---|---|"]
         for p in peers:
             mine = by_family.get(ours[p["family"]])
             theirs = p["seconds_per_epoch"] + p.get("prior_seconds_per_epoch", 0.0)
             ratio = f"{mine['seconds_per_epoch'] / theirs:.2f}x" if mine else "-"
             lines.append(f"| {p['family']} | {p['bits_per_dim']:.3f} | "
                          f"{p.get('bits_per_dim_kind', '')} | {theirs:.1f} | "
-                         f"{ratio} | {p.get('params', 0):,} |")
+                         f"{ratio} | {p.get('params', 0) + p.get('prior_params', 0):,} |")
     return "\n".join(lines) + "\n"
 
 

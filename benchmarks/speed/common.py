@@ -47,7 +47,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _report import machine, publish  # noqa: E402
+from _report import ints, machine, names, publish, whole  # noqa: E402
 
 
 @dataclass
@@ -271,7 +271,8 @@ def gemm_peak(device: str, dtype: str | None = None, seconds: float = 5.0) -> di
     for name, (fn, flop) in kernels.items():
         best, start = float("inf"), time.perf_counter()
         fn()  # warm-up: kernel selection, first-touch allocation
-        while time.perf_counter() - start < seconds / len(kernels):
+        # at least one timed run, even where the warm-up alone took the time (a busy machine)
+        while best == float("inf") or time.perf_counter() - start < seconds / len(kernels):
             _sync(dev)
             t0 = time.perf_counter()
             for _ in range(reps):
@@ -408,12 +409,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 def parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--steps", type=int, default=40, help="timed training steps")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    ap.add_argument("--steps", type=whole(1), default=40, help="timed training steps")
+    ap.add_argument("--warmup", type=whole(0), default=10, help="untimed steps first")
     ap.add_argument("--workers", default=None,
                     help="loader workers tried for the baseline (default: 0,2 on a CPU, 0,4 "
                          "on a GPU)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    ap.add_argument("--threads", type=whole(1), default=None, help="torch threads per process")
     ap.add_argument("--models", default=None, help="comma-separated subset of the setups")
     ap.add_argument("--setups", choices=["auto", "cpu", "gpu"], default="auto",
                     help="the families' CPU-sized or GPU-sized setups (auto: by --device; "
@@ -425,11 +426,30 @@ def parser(description: str) -> argparse.ArgumentParser:
                     help="pixgen's train.precision (auto: bf16 autocast on CUDA, fp32 "
                          "elsewhere; bf16 on a CPU pays where it has native bf16 dot products, "
                          "AVX512-BF16 or AMX). The classic loop is always fp32")
-    ap.add_argument("--repeats", type=int, default=2,
+    ap.add_argument("--repeats", type=whole(1), default=2,
                     help="rounds of the two loops, taking turns; each keeps its best")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     ap.add_argument("--write", default=None, help="update this BENCHMARKS.md section")
     return ap
+
+
+def parse_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line, checked before anything is measured."""
+    args = ap.parse_args()
+    if args.warmup and args.steps % args.warmup:
+        ap.error("--steps must be a multiple of --warmup (both are whole logging intervals "
+                 "of the trainer)")
+    if args.workers is not None:
+        ints(args.workers, "--workers")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    return args
+
+
+def check_models(args: argparse.Namespace, setups: list[Setup]) -> None:
+    """Exit when --models names a setup that none of ``setups`` is."""
+    if args.models:
+        names(args.models, "--models", dict.fromkeys(s.model for s in setups))
 
 
 def choose_setups(setups: list[Setup], gpu_setups: list[Setup] | None,
@@ -442,9 +462,6 @@ def choose_setups(setups: list[Setup], gpu_setups: list[Setup] | None,
 def run_family(family: str, setups: list[Setup], args: argparse.Namespace,
                peak: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Measure a family's setups; returns their rows."""
-    if args.steps % args.warmup if args.warmup else False:
-        raise SystemExit("--steps must be a multiple of --warmup (both are whole logging "
-                         "intervals of the trainer)")
     if peak is None:
         peak = measure_peak(args)
     chosen = [s for s in setups if not args.models or s.model in args.models.split(",")]
@@ -471,7 +488,7 @@ def report(rows: list[dict[str, Any]], peak: dict[str, Any], args: argparse.Name
         for row in rows:
             row["utilisation"] = row["achieved_flops"] / peak["flops"]
     precision = {"float32": "fp32", "bfloat16": "bf16 autocast"}[peak["dtype"]]
-    header = (f"Machine: {machine()}, device {args.device}; pixgen in {precision}, the "
+    header = (f"Machine: {machine(args.threads)}, device {args.device}; pixgen in {precision}, the "
               f"classic loop in fp32. GEMM peak measured in the same run (the best "
               f"{peak['dtype']} kernel at the start and the end: matmul {peak['n']}x{peak['n']} "
               f"or 1x1 convolution): {peak_text(peak)}. {args.warmup} warm-up and "
@@ -488,8 +505,10 @@ def report(rows: list[dict[str, Any]], peak: dict[str, Any], args: argparse.Name
 def family_main(family: str, setups: list[Setup], doc: str,
                 gpu_setups: list[Setup] | None = None) -> None:
     """The command line of one family script."""
-    args = parser(doc.split("\n")[0]).parse_args()
+    args = parse_args(parser(doc.split("\n")[0]))
+    setups = choose_setups(setups, gpu_setups, args)
+    check_models(args, setups)
     peak = measure_peak(args)
-    rows = run_family(family, choose_setups(setups, gpu_setups, args), args, peak)
+    rows = run_family(family, setups, args, peak)
     report(rows, peak, args, " ".join(["python", *sys.argv]),
            f"Speed: {family} ({args.device}{precision_title(args)})")

@@ -201,8 +201,8 @@ def test_a_prior_stopped_before_its_first_checkpoint_resumes(tmp_path, monkeypat
     trainer_mod = importlib.import_module("pixgen.train.trainer")
     common = dict(data="digits", batch_size=16, image_size=16, progress=False,
                   overrides=tiny_overrides())
-    want = pixgen.train("vqvae-prior", steps=3, stage1_steps=2, out=tmp_path / "straight",
-                        vqvae=TINY_VQ, **TINY_PRIOR, **common)
+    pixgen.train("vqvae-prior", steps=3, stage1_steps=2, out=tmp_path / "straight",
+                 vqvae=TINY_VQ, **TINY_PRIOR, **common)
     real_run = trainer_mod.Trainer.run
 
     def killed(self):
