@@ -7,7 +7,9 @@ from PIL import Image
 
 from pixgen.apps.inpaint import (BUILTIN_MASKS, builtin_mask, load_mask, masked_psnr,
                                  mean_fill, resolve_mask)
+from conftest import TINY_MODEL_ARGS
 from pixgen.errors import ConfigError, DataError
+from pixgen.registry import MODELS
 
 
 def test_builtin_masks_cover_what_they_say():
@@ -97,9 +99,6 @@ def test_every_model_level_inpaint_checks_its_mask(name):
     """Model.inpaint (diffusion's RePaint, the latent search, PixelCNN's completion) takes a
     mask as pixgen.inpaint does: a wrong shape or a soft mask is one line, not a broadcast
     traceback or a blend of known and drawn pixels."""
-    from conftest import TINY_MODEL_ARGS
-    from pixgen.registry import MODELS
-
     model = MODELS.get(name)(image_size=8, channels=1, **TINY_MODEL_ARGS[name]).eval()
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     fast = {"diffusion": {"steps": 2, "jump": 1, "resample": 1}, "vae": {"steps": 2,
