@@ -7,10 +7,10 @@ Quality: the setting of benchmarks/gan_options.py (DCGAN at 16 px, width 32, bat
 2e-4, betas (0.5, 0.999), EMA off, scored by `pixgen eval RUN --n N` with classifier features
 against the test split), with dcgan's default R1 (gamma 1).
 
-Speed: in one process, the same networks (same initial weights) train in turns,
-``--speed-steps`` steps each per round (the model's losses, backward, Adam), for
-``--speed-rounds`` rounds; each keeps its best round, since a shared machine only ever slows
-a run down. Images/s against R1 on every step.
+Speed: in one process, the networks (seeded alike: the same initial weights where the
+architecture is the same) train in turns, ``--speed-steps`` steps each per round (the
+model's losses, backward, Adam), for ``--speed-rounds`` rounds; each keeps its best round,
+since a shared machine only ever slows a run down. Images/s against R1 on every step.
 
 Usage:
     python benchmarks/gan_lazy_r1.py [--every 1,16,1:none] [--steps 1500] [--seeds 0,1]
@@ -58,7 +58,6 @@ def speed(every: list[tuple[int, str]], spec: str, *, steps: int, rounds: int
 
     data = load_dataset(spec, split="train", image_size=SIZE)
     images = to_float(data.images)
-    torch.manual_seed(0)
     models, opts = {}, {}
     for k in every:
         torch.manual_seed(0)  # seeded alike
